@@ -1,0 +1,351 @@
+"""The fused-perception network: fusion F_alpha, then detection + segmentation on the fused image.
+
+One graph, exportable to ONNX as a whole (no data-dependent Python control flow in `forward`):
+
+    thermal (B,1,H,W) ─┐
+    rgb     (B,3,H,W) ─┼─► FusionNet ─► fused Y ─► YCbCr→RGB ─► fused (B,3,H,W)
+                       │                                          │
+                       └──────────────────────────────────────────┴─► backbone+FPN ─┬─► FCOS head
+                                                                                    └─► seg head
+
+All inputs are float in [0, 1]. Sizes come from `ModelConfig`: the "fast" default keeps
+full-resolution layers thin and does the heavy work at stride >= 2 (DESIGN.md §2 budget); the "paper"
+fusion size matches the authors' 64-channel dense blocks at full resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class FusionConfig:
+    stem_channels: int = 16  # full-resolution features (texture path)
+    width: int = 32  # body width
+    body_stride: int = 4  # the dense blocks run at 1/body_stride resolution; 1 = full resolution (paper)
+    num_blocks: int = 2  # residual dense blocks
+    growth: int = 16
+    block_layers: int = 3
+    dilation: int = 2
+    body_out_channels: int = 8  # body features projected (at low resolution) before upsampling
+    head_channels: int = 8
+
+
+@dataclass
+class ModelConfig:
+    num_det_classes: int = 6
+    num_seg_classes: int = 10
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    backbone_channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # strides 2, 4, 8, 16, 32
+    fpn_channels: int = 64
+    head_convs: int = 2
+    seg_channels: int = 32
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        raw = dict(raw)
+        fusion = FusionConfig(**raw.pop("fusion", {}))
+        if "backbone_channels" in raw:
+            raw["backbone_channels"] = tuple(raw["backbone_channels"])
+        cfg = cls(fusion=fusion, **raw)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["backbone_channels"] = list(self.backbone_channels)
+        return out
+
+    def validate(self) -> None:
+        if self.num_det_classes < 1 or self.num_seg_classes < 2:
+            raise ValueError("need >= 1 detection class and >= 2 segmentation classes")
+        if len(self.backbone_channels) != 5:
+            raise ValueError("backbone_channels needs 5 entries (strides 2..32)")
+        if self.fusion.body_stride not in (1, 2, 4):
+            raise ValueError("fusion.body_stride must be 1, 2 or 4")
+
+
+PAPER_FUSION = FusionConfig(
+    stem_channels=64, width=64, body_stride=1, num_blocks=2, growth=32, block_layers=5, body_out_channels=64,
+    head_channels=32,
+)
+
+# FCOS levels: P3..P5 and the object size each level is responsible for (pixels, max side of the box).
+FPN_STRIDES = (8, 16, 32)
+SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))
+
+
+# ---------------------------------------------------------------------------------------------- colour
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 full-range RGB -> YCbCr, all channels in [0, 1] (Cb/Cr centred on 0.5)."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = (b - y) * 0.564 + 0.5
+    cr = (r - y) * 0.713 + 0.5
+    return torch.cat([y, cb, cr], dim=1)
+
+
+def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_ycbcr`, clipped to [0, 1] (no per-frame normalisation: output is stable)."""
+    y, cb, cr = ycbcr[:, 0:1], ycbcr[:, 1:2] - 0.5, ycbcr[:, 2:3] - 0.5
+    r = y + 1.403 * cr
+    g = y - 0.714 * cr - 0.344 * cb
+    b = y + 1.773 * cb
+    return torch.cat([r, g, b], dim=1).clamp(0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------- fusion
+def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation)
+
+
+class ResidualDenseBlock(nn.Module):
+    """Dense dilated 3x3 convs, a 1x1 fuse and a residual add (the authors' RDB)."""
+
+    def __init__(self, channels: int, growth: int, layers: int, dilation: int):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Sequential(conv3x3(channels + i * growth, growth, dilation=dilation), nn.PReLU(growth))
+            for i in range(layers)
+        )
+        self.fuse = nn.Conv2d(channels + layers * growth, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for conv in self.convs:
+            features.append(conv(torch.cat(features, dim=1)))
+        return x + self.fuse(torch.cat(features, dim=1))
+
+
+class FusionNet(nn.Module):
+    """F_alpha: (infrared, visible Y) -> fused Y in [0, 1].
+
+    A thin full-resolution stem keeps texture; the residual dense blocks decide which source wins where
+    at 1/body_stride resolution, are projected to a few channels there (cheap) and upsampled; a small
+    full-resolution head merges both. With body_stride=1 and PAPER_FUSION this is the authors' network.
+    """
+
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(2, cfg.stem_channels), nn.PReLU(cfg.stem_channels))
+        self.pool = nn.AvgPool2d(cfg.body_stride, ceil_mode=True) if cfg.body_stride > 1 else nn.Identity()
+        self.body = nn.Sequential(
+            conv3x3(cfg.stem_channels, cfg.width),
+            nn.PReLU(cfg.width),
+            *[ResidualDenseBlock(cfg.width, cfg.growth, cfg.block_layers, cfg.dilation) for _ in range(cfg.num_blocks)],
+            nn.Conv2d(cfg.width, cfg.body_out_channels, 1),
+        )
+        self.head = nn.Sequential(
+            conv3x3(cfg.stem_channels + cfg.body_out_channels, cfg.head_channels),
+            nn.PReLU(cfg.head_channels),
+            conv3x3(cfg.head_channels, 1),
+        )
+        self.body_stride = cfg.body_stride
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(torch.cat([ir, vis_y], dim=1))
+        body = self.body(self.pool(stem))
+        if self.body_stride > 1:
+            body = F.interpolate(body, size=stem.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.head(torch.cat([stem, body], dim=1)))
+
+
+# -------------------------------------------------------------------------------------- backbone + FPN
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvBNAct(channels, channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class Backbone(nn.Module):
+    """A small ResNet-style backbone; returns C3, C4, C5 (strides 8, 16, 32)."""
+
+    def __init__(self, channels: tuple[int, ...]):
+        super().__init__()
+        c1, c2, c3, c4, c5 = channels
+        self.stem = nn.Sequential(ConvBNAct(3, c1, 2), ConvBNAct(c1, c2, 2))
+        self.stage3 = nn.Sequential(ConvBNAct(c2, c3, 2), ResidualBlock(c3))
+        self.stage4 = nn.Sequential(ConvBNAct(c3, c4, 2), ResidualBlock(c4))
+        self.stage5 = nn.Sequential(ConvBNAct(c4, c5, 2), ResidualBlock(c5))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c3 = self.stage3(self.stem(x))
+        c4 = self.stage4(c3)
+        return [c3, c4, self.stage5(c4)]
+
+
+class FPN(nn.Module):
+    def __init__(self, in_channels: tuple[int, ...], out_channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [lat(f) for lat, f in zip(self.lateral, features)]
+        for i in range(len(laterals) - 2, -1, -1):  # top-down; `size=` keeps odd input sizes aligned
+            laterals[i] = laterals[i] + F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
+        return [out(lat) for out, lat in zip(self.output, laterals)]
+
+
+# ------------------------------------------------------------------------------------------------ heads
+class Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class FCOSHead(nn.Module):
+    """Anchor-free head shared across FPN levels: class logits, box distances (l,t,r,b) and centerness."""
+
+    def __init__(self, channels: int, num_classes: int, num_convs: int, prior: float = 0.01):
+        super().__init__()
+
+        def tower() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for _ in range(num_convs):
+                layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(8, channels), nn.ReLU(inplace=True)]
+            return nn.Sequential(*layers)
+
+        self.cls_tower, self.box_tower = tower(), tower()
+        self.cls_logits = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.box_pred = nn.Conv2d(channels, 4, 3, padding=1)
+        self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
+        self.scales = nn.ModuleList(Scale() for _ in FPN_STRIDES)
+        nn.init.constant_(self.cls_logits.bias, -torch.log(torch.tensor((1 - prior) / prior)).item())
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cls_out, box_out, ctr_out = [], [], []
+        for feature, scale, stride in zip(features, self.scales, FPN_STRIDES):
+            cls_feat, box_feat = self.cls_tower(feature), self.box_tower(feature)
+            cls_out.append(_flatten(self.cls_logits(cls_feat)))
+            # distances in pixels: relu keeps them >= 0, the stride sets each level's scale
+            box_out.append(_flatten(F.relu(scale(self.box_pred(box_feat))) * stride))
+            ctr_out.append(_flatten(self.centerness(box_feat)))
+        return torch.cat(cls_out, 1), torch.cat(box_out, 1), torch.cat(ctr_out, 1)
+
+
+def _flatten(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C), row-major over locations (matches `fcos_points`)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class SegHead(nn.Module):
+    """Per-pixel class logits from the stride-8 FPN level, upsampled to the input size."""
+
+    def __init__(self, in_channels: int, mid: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(ConvBNAct(in_channels, mid), nn.Conv2d(mid, num_classes, 1))
+
+    def forward(self, p3: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(self.body(p3), size=size, mode="bilinear", align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------- full model
+def fcos_points(height: int, width: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (N, 2) in pixels and the stride (N,) of every head location, in head output order."""
+    points, strides = [], []
+    h, w = height, width
+    for level, stride in enumerate((2, 4) + FPN_STRIDES):
+        h, w = (h + 1) // 2, (w + 1) // 2  # 3x3 conv, stride 2, padding 1
+        if stride not in FPN_STRIDES:
+            continue
+        ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride
+        xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * stride
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
+        strides.append(torch.full((h * w,), float(stride), device=device, dtype=dtype))
+    return torch.cat(points), torch.cat(strides)
+
+
+class PerceptionOutput(NamedTuple):
+    fused: torch.Tensor  # (B, 3, H, W) fused RGB in [0, 1]
+    fused_y: torch.Tensor  # (B, 1, H, W) fused luminance (what the fusion loss and discriminator see)
+    cls_logits: torch.Tensor  # (B, N, K)
+    box_ltrb: torch.Tensor  # (B, N, 4) distances in pixels from each point
+    centerness: torch.Tensor  # (B, N, 1) logits
+    seg_logits: torch.Tensor  # (B, C, H, W)
+
+
+def check_inputs(thermal: torch.Tensor, rgb: torch.Tensor) -> None:
+    """Clear errors for the mistakes callers make, before torch reports them from deep inside a conv."""
+    for name, x, channels in (("thermal", thermal, 1), ("rgb", rgb, 3)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor scaled to [0, 1], got {x.dtype}")
+        if x.shape[-1] < 1 or x.shape[-2] < 1:
+            raise ValueError(f"{name} is empty: {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{name} contains {bad} NaN/inf values")
+    if thermal.shape[0] != rgb.shape[0] or thermal.shape[-2:] != rgb.shape[-2:]:
+        raise ValueError(
+            f"thermal {tuple(thermal.shape)} and rgb {tuple(rgb.shape)} must share batch size and H, W "
+            "(register/resize the thermal image to the RGB camera first)"
+        )
+
+
+class FusedPerceptionNet(nn.Module):
+    """F_alpha (fusion) + S_y2 (detection and segmentation) as one network."""
+
+    def __init__(self, cfg: ModelConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or ModelConfig()
+        self.cfg.validate()
+        self.fusion = FusionNet(self.cfg.fusion)
+        self.backbone = Backbone(self.cfg.backbone_channels)
+        self.fpn = FPN(self.cfg.backbone_channels[2:], self.cfg.fpn_channels)
+        self.det_head = FCOSHead(self.cfg.fpn_channels, self.cfg.num_det_classes, self.cfg.head_convs)
+        self.seg_head = SegHead(self.cfg.fpn_channels, self.cfg.seg_channels, self.cfg.num_seg_classes)
+
+    def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused RGB and fused Y: the fused Y replaces the visible luminance, colour comes from Cb/Cr."""
+        ycbcr = rgb_to_ycbcr(rgb)
+        fused_y = self.fusion(thermal, ycbcr[:, 0:1])
+        return ycbcr_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), fused_y
+
+    def perceive(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The semantic module on any RGB image (fused, or a single modality for baselines)."""
+        features = self.fpn(self.backbone(image))
+        cls_logits, box_ltrb, centerness = self.det_head(features)
+        return cls_logits, box_ltrb, centerness, self.seg_head(features[0], image.shape[-2:])
+
+    def forward(self, thermal: torch.Tensor, rgb: torch.Tensor) -> PerceptionOutput:
+        if not _is_exporting():
+            check_inputs(thermal, rgb)
+        fused, fused_y = self.fuse(thermal, rgb)
+        return PerceptionOutput(fused, fused_y, *self.perceive(fused))
+
+
+def _is_exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def decode_boxes(points: torch.Tensor, box_ltrb: torch.Tensor) -> torch.Tensor:
+    """(N, 2) points + (..., N, 4) distances -> (..., N, 4) boxes x1, y1, x2, y2."""
+    return torch.cat([points - box_ltrb[..., :2], points + box_ltrb[..., 2:]], dim=-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

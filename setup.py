@@ -1,0 +1,31 @@
+"""fusion_ros: an ament_python package that also installs with pip."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "fusion_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    package_data={PACKAGE: ["models/*", "config/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="fusion_ros team",
+    maintainer_email="team@fusion-ros.dev",
+    description="Thermal + RGB fused perception for ROS 2 (bi-level dynamic learning).",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "fusion-demo = fusion_ros.demo:main",
+        ],
+    },
+)

@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from fusion_ros.model import (
+    PAPER_FUSION,
+    FusedPerceptionNet,
+    ModelConfig,
+    count_parameters,
+    decode_boxes,
+    fcos_points,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FusedPerceptionNet(ModelConfig())
+
+
+@pytest.mark.parametrize("height,width", [(37, 53), (512, 640), (64, 64)])
+def test_output_shapes_and_points_agree(model, height, width):
+    model.eval()
+    with torch.inference_mode():
+        out = model(torch.rand(1, 1, height, width), torch.rand(1, 3, height, width))
+    points, strides = fcos_points(height, width)
+    n = points.shape[0]
+    assert out.fused.shape == (1, 3, height, width)
+    assert out.fused_y.shape == (1, 1, height, width)
+    assert out.cls_logits.shape == (1, n, model.cfg.num_det_classes)
+    assert out.box_ltrb.shape == (1, n, 4)
+    assert out.centerness.shape == (1, n, 1)
+    assert out.seg_logits.shape == (1, model.cfg.num_seg_classes, height, width)
+    assert float(out.fused.min()) >= 0.0 and float(out.fused.max()) <= 1.0
+    assert bool((out.box_ltrb >= 0).all())
+    # every point lies inside the image, and the strides are the FPN's
+    assert float(points[:, 0].max()) < width + 16 and float(points[:, 1].max()) < height + 16
+    assert set(strides.unique().tolist()) == {8.0, 16.0, 32.0}
+
+
+@pytest.mark.parametrize("height,width", [(37, 53), (512, 640)])
+def test_every_part_gets_gradients(height, width):
+    torch.manual_seed(1)
+    model = FusedPerceptionNet(ModelConfig()).train()
+    out = model(torch.rand(2, 1, height, width), torch.rand(2, 3, height, width))
+    loss = sum(t.float().mean() for t in (out.fused_y, out.cls_logits, out.box_ltrb, out.centerness, out.seg_logits))
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without finite gradient: {missing[:5]}"
+    assert model.fusion.stem[0].weight.grad.abs().sum() > 0  # detection/seg losses reach the fusion net
+
+
+def test_fusion_gradient_flows_from_task_heads_only():
+    """The bi-level method needs d(task loss)/d(alpha): the semantic heads must backpropagate into F."""
+    torch.manual_seed(2)
+    model = FusedPerceptionNet(ModelConfig())
+    out = model(torch.rand(1, 1, 40, 48), torch.rand(1, 3, 40, 48))
+    out.seg_logits.square().mean().backward()
+    assert model.fusion.head[-1].weight.grad.abs().sum() > 0
+
+
+def test_size_budget():
+    model = FusedPerceptionNet(ModelConfig())
+    assert count_parameters(model) <= 5_000_000
+    paper = FusedPerceptionNet(ModelConfig(fusion=PAPER_FUSION))
+    # the paper's fusion net: 64-channel dense blocks (~0.48 M parameters in F)
+    assert count_parameters(paper.fusion) > 5 * count_parameters(model.fusion)
+
+
+def test_colour_round_trip_and_luminance_only_change():
+    rgb = torch.rand(2, 3, 9, 11)
+    assert torch.allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=2e-3)
+    grey = torch.full((1, 3, 4, 4), 0.4)
+    ycc = rgb_to_ycbcr(grey)
+    assert torch.allclose(ycc[:, 1:], torch.full_like(ycc[:, 1:], 0.5), atol=1e-6)  # grey has no chroma
+
+
+def test_decode_boxes():
+    points = torch.tensor([[10.0, 20.0]])
+    ltrb = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
+    assert decode_boxes(points, ltrb).tolist() == [[[9.0, 18.0, 13.0, 24.0]]]
+
+
+def test_config_round_trip_and_validation():
+    cfg = ModelConfig(fusion=PAPER_FUSION, num_det_classes=3)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="body_stride"):
+        ModelConfig.from_dict({"fusion": {"body_stride": 3}})
+
+
+@pytest.mark.parametrize(
+    "thermal,rgb,message",
+    [
+        (torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32), "thermal must have shape"),
+        (torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32), "rgb must have shape"),
+        (torch.rand(1, 1, 32, 32), torch.rand(1, 3, 32, 40), "must share batch size and H, W"),
+        (torch.rand(2, 1, 32, 32), torch.rand(1, 3, 32, 32), "must share batch size"),
+        (torch.rand(1, 32, 32), torch.rand(1, 3, 32, 32), "thermal must have shape"),
+        (torch.zeros(1, 1, 32, 32, dtype=torch.uint8), torch.rand(1, 3, 32, 32), "float tensor"),
+        (torch.full((1, 1, 32, 32), float("nan")), torch.rand(1, 3, 32, 32), "1024 NaN/inf"),
+        (torch.rand(1, 1, 32, 32), torch.rand(1, 3, 32, 32).index_fill_(2, torch.tensor([3]), float("inf")), "rgb contains"),
+        ([[0.0]], torch.rand(1, 3, 32, 32), "torch.Tensor"),
+    ],
+)
+def test_bad_inputs_raise_value_error(model, thermal, rgb, message):
+    with pytest.raises(ValueError, match=message):
+        model(thermal, rgb)
