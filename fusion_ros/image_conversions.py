@@ -1,0 +1,241 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, plus the engine's input normalisation.
+
+cv_bridge for ROS 2 is not on PyPI, so this is the project's own small replacement. It is duck-typed on
+any object with ``height, width, encoding, is_bigendian, step, data`` (an rclpy message, a rosbags
+message, a SimpleNamespace), so the live node and the offline bag evaluator decode frames identically.
+No rclpy import here: the module must load where ROS is absent (training, CI without the wheels).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+class ImageConversionError(ValueError):
+    """An image message that cannot be read as (or an array that cannot be written as) the given encoding."""
+
+
+# encoding -> (element dtype, channels). 8UC1/8UC3/16UC1 are the generic OpenCV names drivers also use;
+# 8UC3 carries no colour order, so it is read as bgr8 like cv_bridge does.
+_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
+    "mono8": (np.dtype(np.uint8), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "rgb8": (np.dtype(np.uint8), 3),
+    "8UC3": (np.dtype(np.uint8), 3),
+    "bgra8": (np.dtype(np.uint8), 4),
+    "rgba8": (np.dtype(np.uint8), 4),
+}
+_THERMAL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
+_COLOR_ENCODINGS = ("bgr8", "8UC3", "rgb8", "bgra8", "rgba8", "mono8", "8UC1")
+
+# Default fixed normalisation range per thermal element type, in the encoding's own units:
+# 8-bit counts; 16-bit TLinear centikelvin (-20 degC .. +80 degC); 32FC1 kelvin (same span).
+KELVIN_OFFSET = 273.15
+_FIXED_RANGE = {
+    np.dtype(np.uint8): (0.0, 255.0),
+    np.dtype(np.uint16): (27315.0 - 2000.0, 27315.0 + 8000.0),
+    np.dtype(np.float32): (KELVIN_OFFSET - 20.0, KELVIN_OFFSET + 80.0),
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COMPRESSED_DEPTH_HEADER = 12  # image_transport's compressedDepth ConfigHeader: int32 format + 2 float32
+
+
+def _spec(encoding: str) -> tuple[np.dtype, int]:
+    try:
+        return _ENCODINGS[encoding]
+    except KeyError:
+        raise ImageConversionError(
+            f"unsupported image encoding '{encoding}' (supported: {', '.join(_ENCODINGS)})"
+        ) from None
+
+
+def image_to_array(msg) -> np.ndarray:
+    """Decode an Image-like message into H×W (one channel) or H×W×C numpy array.
+
+    The result is a view on ``msg.data`` whenever possible (row padding is skipped via strides, not
+    copied), so it may be read-only and shares memory with the message: copy before writing into it.
+    Byte-swapped 16/32-bit data, and rows whose step is not a multiple of the element size, are copied
+    into a native contiguous array (one copy), because OpenCV rejects both.
+    """
+    encoding = msg.encoding
+    dtype, channels = _spec(encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"empty {encoding} image: height={height} width={width}")
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"{encoding} image step {step} is smaller than width*bytes_per_pixel = "
+            f"{width}*{channels * dtype.itemsize} = {row_bytes}"
+        )
+    data = msg.data
+    try:
+        raw = np.frombuffer(data, dtype=np.uint8)
+    except (TypeError, ValueError):  # a plain list of ints (e.g. a hand-built message)
+        raw = np.asarray(data, dtype=np.uint8).reshape(-1)
+    if raw.size < step * height:
+        raise ImageConversionError(
+            f"{encoding} image {width}x{height} with step {step} needs {step * height} bytes, "
+            f"data has {raw.size}"
+        )
+    stored = dtype.newbyteorder(">" if msg.is_bigendian else "<") if dtype.itemsize > 1 else dtype
+    pixel_bytes = channels * dtype.itemsize
+    if channels == 1:
+        shape, strides = (height, width), (step, pixel_bytes)
+    else:
+        shape, strides = (height, width, channels), (step, pixel_bytes, dtype.itemsize)
+    view = np.ndarray(shape, dtype=stored, buffer=raw, strides=strides)
+    if not stored.isnative or not view.flags.aligned:
+        return view.astype(dtype)  # a fresh, aligned, native-order contiguous copy
+    return view
+
+
+def array_to_image_fields(array: np.ndarray, encoding: str) -> dict:
+    """The Image fields (less header) for publishing ``array``: ``Image(header=h, **fields)``.
+
+    The dtype must already match the encoding (uint8 / uint16 / float32): silently casting would hide
+    scaling bugs. Data is written little-endian and unpadded.
+    """
+    dtype, channels = _spec(encoding)
+    array = np.asarray(array)
+    if array.dtype != dtype:
+        raise ImageConversionError(f"encoding '{encoding}' needs a {dtype} array, got {array.dtype}")
+    if channels == 1 and array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    expected = "H×W" if channels == 1 else f"H×W×{channels}"
+    if array.ndim != (2 if channels == 1 else 3) or (channels > 1 and array.shape[2] != channels):
+        raise ImageConversionError(
+            f"encoding '{encoding}' needs an {expected} array, got shape {array.shape}"
+        )
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageConversionError(f"cannot publish an empty {encoding} image of shape {array.shape}")
+    little = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype)
+    return {
+        "height": height,
+        "width": width,
+        "encoding": encoding,
+        "is_bigendian": 0,
+        "step": width * channels * dtype.itemsize,
+        "data": little.tobytes(),
+    }
+
+
+def thermal_to_float(
+    array: np.ndarray, encoding: str, mode: str = "fixed", low: float | None = None, high: float | None = None
+) -> np.ndarray:
+    """Thermal frame -> float32 H×W in 0..1, the engine's IR input.
+
+    ``low``/``high`` are in the encoding's own units: 8-bit counts (default 0..255), 16-bit TLinear
+    centikelvin counts (default 25315..35315, i.e. -20..+80 degC) and, for 32FC1, kelvin (default
+    253.15..353.15 K; pass e.g. low=-20, high=80 for a driver that publishes degC). A fixed range keeps
+    a given temperature at the same grey level in every frame, which the network relies on; "auto"
+    stretches the 1st..99th percentile per frame instead (for uncalibrated cameras), ignoring low/high.
+    Values outside the range are clipped. A flat frame in "auto" mode maps to 0.
+    """
+    if encoding not in _THERMAL_ENCODINGS:
+        raise ImageConversionError(
+            f"thermal encoding must be one of {', '.join(_THERMAL_ENCODINGS)}, got '{encoding}'"
+        )
+    dtype, _ = _spec(encoding)
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ImageConversionError(f"thermal image must be H×W, got shape {array.shape}")
+    if array.dtype != dtype:
+        raise ImageConversionError(f"thermal encoding '{encoding}' needs a {dtype} array, got {array.dtype}")
+    if array.size == 0:
+        raise ImageConversionError(f"empty thermal image of shape {array.shape}")
+    if dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise ImageConversionError(f"32FC1 thermal image has {bad} NaN/inf pixels of {array.size}")
+    if mode == "fixed":
+        default_low, default_high = _FIXED_RANGE[dtype]
+        lo = default_low if low is None else float(low)
+        hi = default_high if high is None else float(high)
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise ValueError(f"thermal fixed range needs finite low < high, got low={lo} high={hi}")
+    elif mode == "auto":
+        lo, hi = (float(v) for v in np.percentile(array, (1.0, 99.0)))
+        hi = max(hi, lo + (1e-6 if dtype.kind == "f" else 1.0))
+    else:
+        raise ValueError(f"thermal normalisation mode must be 'fixed' or 'auto', got '{mode}'")
+    out = array.astype(np.float32)
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def color_to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Colour (or mono) frame -> contiguous float32 H×W×3 RGB in 0..1, the engine's visible input."""
+    if encoding not in _COLOR_ENCODINGS:
+        raise ImageConversionError(
+            f"colour encoding must be one of {', '.join(_COLOR_ENCODINGS)}, got '{encoding}'"
+        )
+    _, channels = _spec(encoding)
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageConversionError(f"colour encoding '{encoding}' needs a uint8 array, got {array.dtype}")
+    if channels == 1:
+        if array.ndim != 2:
+            raise ImageConversionError(f"'{encoding}' image must be H×W, got shape {array.shape}")
+        rgb = np.repeat(array[:, :, None], 3, axis=2)
+    else:
+        if array.ndim != 3 or array.shape[2] != channels:
+            raise ImageConversionError(
+                f"'{encoding}' image must be H×W×{channels}, got shape {array.shape}"
+            )
+        rgb = array[:, :, 2::-1] if encoding in ("bgr8", "8UC3", "bgra8") else array[:, :, :3]
+    out = rgb.astype(np.float32)  # a fresh contiguous copy, whatever the strides of the view
+    out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def compressed_to_array(format: str, data) -> tuple[np.ndarray, str]:  # noqa: A002 - the message field's name
+    """Decode a CompressedImage (``format``, ``data``) -> (array, encoding of the array).
+
+    OpenCV decides the layout: colour JPEG/PNG come back as bgr8 (bgra8 with alpha), grey ones as mono8,
+    16-bit PNG stays uint16 (mono16), so radiometric thermal survives PNG transport. image_transport's
+    "compressedDepth" 16UC1 format (a 12-byte header before the PNG) is accepted too.
+    """
+    buf = np.frombuffer(bytes(data) if isinstance(data, list) else data, dtype=np.uint8)
+    fmt = format.lower()
+    if "compresseddepth" in fmt:
+        if fmt.startswith("32fc1"):
+            raise ImageConversionError(
+                f"compressedDepth 32FC1 (quantised inverse depth) is not supported: '{format}'"
+            )
+        if buf[_COMPRESSED_DEPTH_HEADER:_COMPRESSED_DEPTH_HEADER + 8].tobytes() != _PNG_SIGNATURE:
+            raise ImageConversionError(
+                f"'{format}' data of {buf.size} bytes has no PNG after its 12-byte header"
+            )
+        buf = buf[_COMPRESSED_DEPTH_HEADER:]
+    if buf.size == 0:
+        raise ImageConversionError(f"compressed image ('{format}') has no data")
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f"cannot decode compressed image ('{format}', {buf.size} bytes): {exc}"
+        ) from None
+    if image is None:
+        raise ImageConversionError(f"cannot decode compressed image ('{format}', {buf.size} bytes)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    by_layout = {
+        (np.dtype(np.uint8), 1): "mono8",
+        (np.dtype(np.uint16), 1): "mono16",
+        (np.dtype(np.uint8), 3): "bgr8",
+        (np.dtype(np.uint8), 4): "bgra8",
+    }
+    key = (image.dtype, 1 if image.ndim == 2 else image.shape[2])
+    if key not in by_layout:
+        raise ImageConversionError(
+            f"decoded '{format}' image has unsupported layout dtype={image.dtype} shape={image.shape}"
+        )
+    return image, by_layout[key]
+

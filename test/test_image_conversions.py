@@ -1,0 +1,228 @@
+"""Image message <-> numpy conversions and the engine's input normalisation."""
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from fusion_ros.image_conversions import (
+    ImageConversionError,
+    array_to_image_fields,
+    color_to_rgb_float,
+    compressed_to_array,
+    image_to_array,
+    thermal_to_float,
+)
+
+RNG = np.random.default_rng(0)
+H, W = 6, 5
+
+
+def _sample(dtype, channels):
+    shape = (H, W) if channels == 1 else (H, W, channels)
+    if dtype == np.float32:
+        return RNG.uniform(200.0, 400.0, shape).astype(np.float32)
+    return RNG.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+
+
+ROUND_TRIP = [
+    ("mono8", np.uint8, 1),
+    ("8UC1", np.uint8, 1),
+    ("mono16", np.uint16, 1),
+    ("16UC1", np.uint16, 1),
+    ("32FC1", np.float32, 1),
+    ("bgr8", np.uint8, 3),
+    ("rgb8", np.uint8, 3),
+    ("8UC3", np.uint8, 3),
+    ("bgra8", np.uint8, 4),
+    ("rgba8", np.uint8, 4),
+]
+
+
+@pytest.mark.parametrize("encoding,dtype,channels", ROUND_TRIP)
+def test_round_trip_every_encoding(encoding, dtype, channels):
+    array = _sample(dtype, channels)
+    fields = array_to_image_fields(array, encoding)
+    assert fields["step"] == W * channels * np.dtype(dtype).itemsize
+    assert fields["is_bigendian"] == 0 and isinstance(fields["data"], bytes)
+    back = image_to_array(SimpleNamespace(**fields))
+    assert back.dtype == dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+
+
+@pytest.mark.parametrize("dtype,encoding", [(np.uint16, "mono16"), (np.float32, "32FC1")])
+def test_bigendian_data_is_byte_swapped_to_native(dtype, encoding):
+    array = _sample(dtype, 1)
+    msg = SimpleNamespace(
+        height=H, width=W, encoding=encoding, is_bigendian=1, step=W * array.itemsize,
+        data=array.astype(np.dtype(dtype).newbyteorder(">")).tobytes(),
+    )
+    back = image_to_array(msg)
+    assert back.dtype.isnative
+    np.testing.assert_array_equal(back, array)
+
+
+def test_padded_step_is_a_view_that_skips_padding():
+    data = bytearray(np.arange(8 * 3, dtype=np.uint8).tobytes())  # width 5, step 8: 3 padding bytes/row
+    msg = SimpleNamespace(height=3, width=5, encoding="mono8", is_bigendian=0, step=8, data=data)
+    back = image_to_array(msg)
+    np.testing.assert_array_equal(back, np.arange(24, dtype=np.uint8).reshape(3, 8)[:, :5])
+    data[8] = 200  # row 1, column 0: shares memory with the message, no copy
+    assert back[1, 0] == 200
+
+
+def test_padded_step_multichannel_and_16bit_odd_step():
+    rgb = _sample(np.uint8, 3)
+    padded = np.zeros((H, W * 3 + 7), np.uint8)
+    padded[:, : W * 3] = rgb.reshape(H, -1)
+    back = image_to_array(SimpleNamespace(height=H, width=W, encoding="rgb8", is_bigendian=0, step=W * 3 + 7,
+                                          data=padded.tobytes()))
+    np.testing.assert_array_equal(back, rgb)
+    mono16 = _sample(np.uint16, 1)
+    raw = np.zeros((H, W * 2 + 1), np.uint8)  # an odd step leaves the rows unaligned
+    raw[:, : W * 2] = mono16.astype("<u2").view(np.uint8).reshape(H, -1)
+    back16 = image_to_array(SimpleNamespace(height=H, width=W, encoding="mono16", is_bigendian=0,
+                                            step=W * 2 + 1, data=raw.tobytes()))
+    np.testing.assert_array_equal(back16, mono16)
+    assert back16.flags.aligned  # copied: OpenCV rejects a step that is not a multiple of 2
+
+
+def test_rclpy_image_message():
+    from sensor_msgs.msg import Image  # the real ROS message type, only here in the test
+
+    bgr = _sample(np.uint8, 3)
+    msg = Image(**array_to_image_fields(bgr, "bgr8"))
+    msg.header.frame_id = "rgb"
+    np.testing.assert_array_equal(image_to_array(msg), bgr)
+    padded = Image(height=2, width=5, encoding="mono8", step=8, data=bytes(range(16)))
+    np.testing.assert_array_equal(image_to_array(padded), [[0, 1, 2, 3, 4], [8, 9, 10, 11, 12]])
+
+
+def test_plain_list_data():
+    msg = SimpleNamespace(height=1, width=3, encoding="mono8", is_bigendian=0, step=3, data=[1, 2, 3])
+    np.testing.assert_array_equal(image_to_array(msg), [[1, 2, 3]])
+
+
+def _msg(**over):
+    fields = dict(height=2, width=3, encoding="mono16", is_bigendian=0, step=6, data=bytes(12))
+    fields.update(over)
+    return SimpleNamespace(**fields)
+
+
+@pytest.mark.parametrize(
+    "over,words",
+    [
+        (dict(encoding="yuv422"), ["yuv422", "supported"]),
+        (dict(height=0, data=b""), ["empty", "height=0"]),
+        (dict(width=0), ["empty", "width=0"]),
+        (dict(step=5), ["step 5", "3*2 = 6"]),
+        (dict(data=bytes(11)), ["needs 12 bytes", "data has 11"]),
+    ],
+)
+def test_bad_messages_raise_with_useful_message(over, words):
+    with pytest.raises(ImageConversionError) as info:
+        image_to_array(_msg(**over))
+    assert isinstance(info.value, ValueError)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_array_to_image_fields_rejects_wrong_dtype_and_shape():
+    with pytest.raises(ImageConversionError, match="uint16"):
+        array_to_image_fields(np.zeros((2, 2), np.uint8), "mono16")
+    with pytest.raises(ImageConversionError, match="H×W×3"):
+        array_to_image_fields(np.zeros((2, 2), np.uint8), "bgr8")
+    with pytest.raises(ImageConversionError, match="empty"):
+        array_to_image_fields(np.zeros((0, 2), np.uint8), "mono8")
+    fields = array_to_image_fields(np.zeros((2, 2, 1), np.uint8), "mono8")
+    assert (fields["height"], fields["width"], fields["step"]) == (2, 2, 2)
+
+
+def test_thermal_fixed_ranges():
+    np.testing.assert_allclose(thermal_to_float(np.array([[0, 51, 255]], np.uint8), "mono8"), [[0, 0.2, 1]])
+    # 16-bit centikelvin: -20 degC -> 0, +30 degC -> 0.5, +80 degC -> 1, beyond clipped
+    counts = np.array([[27315 - 2000, 27315 + 3000, 27315 + 8000, 0, 65535]], np.uint16)
+    out = thermal_to_float(counts, "mono16")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0, 0.5, 1, 0, 1]], atol=1e-6)
+    kelvin = np.array([[253.15, 303.15, 353.15]], np.float32)
+    np.testing.assert_allclose(thermal_to_float(kelvin, "32FC1"), [[0, 0.5, 1]], atol=1e-5)
+    celsius = np.array([[-20.0, 30.0, 80.0]], np.float32)
+    np.testing.assert_allclose(thermal_to_float(celsius, "32FC1", low=-20, high=80), [[0, 0.5, 1]], atol=1e-6)
+
+
+def test_thermal_auto_is_robust_to_outliers_and_flat_frames():
+    frame = np.full((100, 100), 30000, np.uint16)
+    frame[:, 50:] = 31000
+    frame[0, 0] = 65535  # one hot dead pixel must not squash the range
+    out = thermal_to_float(frame, "16UC1", mode="auto")
+    assert out[1, 0] == 0.0 and out[1, 99] == 1.0
+    flat = thermal_to_float(np.full((4, 4), 7, np.uint8), "mono8", mode="auto")
+    np.testing.assert_array_equal(flat, 0.0)
+
+
+def test_thermal_errors():
+    bad = np.ones((3, 3), np.float32)
+    bad[0, 0], bad[1, 1] = np.nan, np.inf
+    with pytest.raises(ImageConversionError, match="2 NaN/inf pixels of 9"):
+        thermal_to_float(bad, "32FC1")
+    with pytest.raises(ImageConversionError, match="bgr8"):
+        thermal_to_float(np.zeros((2, 2, 3), np.uint8), "bgr8")
+    with pytest.raises(ImageConversionError, match="uint16"):
+        thermal_to_float(np.zeros((2, 2), np.uint8), "mono16")
+    with pytest.raises(ValueError, match="low < high"):
+        thermal_to_float(np.zeros((2, 2), np.uint8), "mono8", low=10, high=10)
+    with pytest.raises(ValueError, match="'fixed' or 'auto'"):
+        thermal_to_float(np.zeros((2, 2), np.uint8), "mono8", mode="percentile")
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "8UC3", "rgb8", "bgra8", "rgba8", "mono8"])
+def test_color_to_rgb_float(encoding):
+    rgb = _sample(np.uint8, 3)
+    source = {
+        "bgr8": rgb[:, :, ::-1],
+        "8UC3": rgb[:, :, ::-1],
+        "rgb8": rgb,
+        "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 9, np.uint8)]),
+        "rgba8": np.dstack([rgb, np.full((H, W), 9, np.uint8)]),
+        "mono8": rgb[:, :, 0],
+    }[encoding]
+    out = color_to_rgb_float(source, encoding)
+    assert out.dtype == np.float32 and out.shape == (H, W, 3) and out.flags.c_contiguous
+    expected = np.repeat(rgb[:, :, :1], 3, axis=2) if encoding == "mono8" else rgb
+    np.testing.assert_allclose(out, expected / 255.0, atol=1e-6)
+
+
+def test_color_errors():
+    with pytest.raises(ImageConversionError, match="mono16"):
+        color_to_rgb_float(np.zeros((2, 2), np.uint16), "mono16")
+    with pytest.raises(ImageConversionError, match="H×W×3"):
+        color_to_rgb_float(np.zeros((2, 2, 4), np.uint8), "bgr8")
+
+
+def test_compressed_jpeg_png_and_16bit_png():
+    bgr = np.zeros((16, 16, 3), np.uint8)
+    bgr[:, :, 2] = 255  # pure red, stored BGR
+    _, jpeg = cv2.imencode(".jpg", bgr)
+    image, encoding = compressed_to_array("jpeg", jpeg.tobytes())
+    assert encoding == "bgr8" and image.shape == (16, 16, 3)
+    assert abs(int(image[8, 8, 2]) - 255) <= 2 and image[8, 8, 0] <= 2
+    mono16 = _sample(np.uint16, 1)
+    _, png = cv2.imencode(".png", mono16)
+    image, encoding = compressed_to_array("mono16; png compressed ", png.tobytes())
+    assert encoding == "mono16" and image.dtype == np.uint16
+    np.testing.assert_array_equal(image, mono16)
+    depth = bytes(12) + png.tobytes()  # image_transport compressedDepth: 12-byte header, then PNG
+    image, encoding = compressed_to_array("16UC1; compressedDepth png", np.frombuffer(depth, np.uint8))
+    np.testing.assert_array_equal(image, mono16)
+    _, gray = cv2.imencode(".png", mono16.astype(np.uint8))
+    assert compressed_to_array("png", gray.tobytes())[1] == "mono8"
+
+
+def test_compressed_errors():
+    with pytest.raises(ImageConversionError, match=r"cannot decode compressed image \('jpeg', 5 bytes\)"):
+        compressed_to_array("jpeg", b"hello")
+    with pytest.raises(ImageConversionError, match="no data"):
+        compressed_to_array("png", b"")
+    with pytest.raises(ImageConversionError, match="no PNG after"):
+        compressed_to_array("16UC1; compressedDepth png", bytes(40))
