@@ -1,0 +1,87 @@
+"""Training losses: SSIM, fusion target, FCOS target assignment, focal/GIoU, critic."""
+import pytest
+import torch
+
+from fusion_ros.metrics import ssim as ssim_metric
+from fusion_ros.model import fcos_points
+from training import losses as L
+
+
+def test_ssim_matches_the_metric_and_identity():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 48, 48)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    assert float(L.ssim(x, x)) == pytest.approx(1.0, abs=1e-5)
+    # same definition as the evaluation metric (which skips the border instead of reflecting)
+    assert float(L.ssim(x, y)) == pytest.approx(ssim_metric(x[0, 0].numpy() * 255, y[0, 0].numpy() * 255), abs=0.01)
+    assert float(L.ssim(x, y)) < 0.99
+
+
+def test_fusion_target_and_loss_prefer_the_right_source():
+    ir, vis = torch.full((1, 1, 16, 16), 0.9), torch.full((1, 1, 16, 16), 0.2)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:8, 4:8] = 1.0
+    target = L.fusion_target(ir, vis, mask)
+    assert float(target[0, 0, 5, 5]) == pytest.approx(0.9) and float(target[0, 0, 0, 0]) == pytest.approx(0.2)
+    w = L.LossWeights()
+    good, _ = L.fusion_loss(target, ir, vis, mask, w)
+    bad, _ = L.fusion_loss(vis, ir, vis, mask, w)
+    assert float(good) < float(bad)
+
+
+def test_ir_saliency_marks_warm_blobs():
+    ir = torch.full((1, 1, 64, 64), 0.3)
+    ir[..., 20:30, 20:30] = 0.9
+    sal = L.ir_saliency(ir)
+    assert float(sal[0, 0, 25, 25]) > 0.9 and float(sal[0, 0, 55, 55]) < 0.1
+
+
+def test_fcos_targets_hand_case():
+    # one 40x40 box centred at (52, 52) in a 128x128 image: only stride-8 points (size range 0..64)
+    # within 1.5 strides (12 px) of the centre are positive
+    boxes = [torch.tensor([[32.0, 32.0, 72.0, 72.0]])]
+    labels = [torch.tensor([3])]
+    cls, ltrb, ctr = L.fcos_targets(boxes, labels, 128, 128)
+    points, strides = fcos_points(128, 128)
+    pos = cls[0] >= 0
+    assert set(cls[0][pos].tolist()) == {3}
+    assert bool((strides[pos] == 8).all())
+    assert bool(((points[pos] - 52).abs() < 12).all())
+    assert int(pos.sum()) == 9  # the 3x3 stride-8 points at 44, 52, 60
+    centre = int(torch.nonzero((points[:, 0] == 52) & (points[:, 1] == 52) & (strides == 8))[0])
+    assert ltrb[0, centre].tolist() == [20.0, 20.0, 20.0, 20.0] and float(ctr[0, centre]) == pytest.approx(1.0)
+    empty_cls, _, _ = L.fcos_targets([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], 64, 64)
+    assert bool((empty_cls == -1).all())
+
+
+def test_fcos_targets_pick_smallest_box_and_level_by_size():
+    big = torch.tensor([[0.0, 0.0, 200.0, 200.0]])  # reach > 64 -> higher levels
+    small = torch.tensor([[90.0, 90.0, 110.0, 110.0]])
+    cls, _, _ = L.fcos_targets([torch.cat([big, small])], [torch.tensor([0, 1])], 256, 256)
+    points, strides = fcos_points(256, 256)
+    at_small_centre = (points[:, 0] == 100) & (points[:, 1] == 100) & (strides == 8)
+    assert cls[0][at_small_centre].tolist() == [1]
+    assert set(strides[cls[0] == 0].tolist()) <= {16.0, 32.0}
+
+
+def test_giou_and_focal_basics():
+    same = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert float(L.giou_loss(same, same)) == pytest.approx(0.0, abs=1e-6)
+    far = L.giou_loss(torch.tensor([[1.0, 1.0, 1.0, 1.0]]), torch.tensor([[10.0, 10.0, 10.0, 10.0]]))
+    assert 0.9 < float(far) <= 2.0
+    confident_right = L.sigmoid_focal_loss(torch.tensor([[6.0]]), torch.tensor([[1.0]]))
+    confident_wrong = L.sigmoid_focal_loss(torch.tensor([[-6.0]]), torch.tensor([[1.0]]))
+    assert float(confident_right) < 1e-4 < float(confident_wrong)
+
+
+def test_critic_loss_separates_real_from_fake():
+    torch.manual_seed(0)
+    critic = L.PixelCritic()
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    real, fake = torch.full((2, 1, 16, 16), 0.8), torch.full((2, 1, 16, 16), 0.2)
+    for _ in range(100):
+        opt.zero_grad()
+        L.critic_loss(critic, fake, real, gp_weight=10.0).backward()
+        opt.step()
+    assert float(critic(real).mean()) > float(critic(fake).mean())
+    assert float(L.adversarial_loss(critic, real)) < float(L.adversarial_loss(critic, fake))

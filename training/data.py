@@ -1,0 +1,133 @@
+"""Training data: paired samples as tensors, aligned augmentation, and the dataset factory.
+
+Every dataset yields `PairSample`-like dicts:
+    thermal (1,H,W) float 0..1, rgb (3,H,W) float 0..1, boxes (N,4) float xyxy px, labels (N,) long,
+    mask (H,W) long (255 = no label), name str.
+Augmentations (random crop, horizontal flip) are applied identically to both modalities and labels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fusion_ros.image_conversions import thermal_to_float
+
+NO_LABEL = 255
+
+
+@dataclass
+class Augment:
+    crop: tuple[int, int] | None = None  # (height, width) random crop; None keeps the full frame
+    hflip: bool = True
+    min_box_pixels: float = 16.0  # boxes cut down below this area by a crop are dropped
+
+
+def to_sample(thermal, rgb, boxes, labels, mask, name, thermal_range) -> dict:
+    """numpy pair (thermal uint16/uint8 HxW, rgb uint8 HxWx3 RGB) -> the tensor dict the trainer reads."""
+    encoding = "mono16" if thermal.dtype == np.uint16 else "mono8"
+    low, high = thermal_range if encoding == "mono16" else (None, None)
+    ir = thermal_to_float(thermal, encoding, "fixed", low, high)
+    return {
+        "thermal": torch.from_numpy(ir)[None],
+        "rgb": torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0),
+        "boxes": torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)),
+        "labels": torch.as_tensor(np.asarray(labels, np.int64).reshape(-1)),
+        "mask": None if mask is None else torch.from_numpy(mask.astype(np.int64)),
+        "name": name,
+    }
+
+
+def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
+    """Random crop + flip, identical for thermal, rgb, mask and boxes."""
+    thermal, rgb, mask, boxes, labels = sample["thermal"], sample["rgb"], sample["mask"], sample["boxes"], sample["labels"]
+    height, width = thermal.shape[-2:]
+    if aug.crop is not None:
+        ch, cw = min(aug.crop[0], height), min(aug.crop[1], width)
+        top, left = int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
+        thermal, rgb = thermal[..., top : top + ch, left : left + cw], rgb[..., top : top + ch, left : left + cw]
+        mask = None if mask is None else mask[top : top + ch, left : left + cw]
+        boxes = boxes - torch.tensor([left, top, left, top], dtype=boxes.dtype)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, cw)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ch)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = area >= aug.min_box_pixels
+        boxes, labels = boxes[keep], labels[keep]
+        height, width = ch, cw
+    if aug.hflip and rng.random() < 0.5:
+        thermal, rgb = thermal.flip(-1), rgb.flip(-1)
+        mask = None if mask is None else mask.flip(-1)
+        boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+    return {**sample, "thermal": thermal.contiguous(), "rgb": rgb.contiguous(), "mask": mask, "boxes": boxes, "labels": labels}
+
+
+class SyntheticPairs(Dataset):
+    """Scenes from the deterministic generator, made on the fly: sample i is the same on every run."""
+
+    def __init__(self, seed: int, length: int, height: int, width: int, thermal_range, aug: Augment | None = None,
+                 condition_weights=None):
+        from fusion_ros.synthetic import SceneGenerator
+
+        kwargs = {}
+        if condition_weights:  # {condition: weight}
+            kwargs = {"conditions": tuple(condition_weights), "condition_weights": tuple(condition_weights.values())}
+        self.generator = SceneGenerator(seed, height=height, width=width, **kwargs)
+        self.seed, self.length, self.thermal_range, self.aug = seed, length, thermal_range, aug
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.generator.generate(index)
+        sample = to_sample(s.thermal, s.rgb, s.boxes, s.labels, s.mask, s.name, self.thermal_range)
+        sample["condition"] = s.condition
+        if self.aug is None:
+            return sample
+        return augment(sample, self.aug, np.random.default_rng([self.seed, index, 7]))
+
+
+class EpochAugmented(Dataset):
+    """Wraps a dataset so augmentation draws change with the epoch but stay reproducible for resume."""
+
+    def __init__(self, base: Dataset, aug: Augment, seed: int):
+        self.base, self.aug, self.seed, self.epoch = base, aug, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        return augment(self.base[index], self.aug, np.random.default_rng([self.seed, self.epoch, index]))
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack images; keep boxes/labels as per-image lists; masks only when every sample has one."""
+    masks = [s["mask"] for s in samples]
+    return {
+        "thermal": torch.stack([s["thermal"] for s in samples]),
+        "rgb": torch.stack([s["rgb"] for s in samples]),
+        "boxes": [s["boxes"] for s in samples],
+        "labels": [s["labels"] for s in samples],
+        "mask": torch.stack(masks) if all(m is not None for m in masks) else None,
+        "name": [s["name"] for s in samples],
+        "condition": [s.get("condition", "") for s in samples],
+    }
+
+
+def build_dataset(cfg: dict, split: str, thermal_range) -> Dataset:
+    """The dataset a config's `data:` section names, for split 'train', 'heldout' or 'val'.
+
+    kind: synthetic — generator seed/size; train, held-out (upper level) and val use disjoint seeds.
+    """
+    kind = cfg.get("kind", "synthetic")
+    aug = Augment(crop=tuple(cfg["crop"]) if cfg.get("crop") else None, hflip=cfg.get("hflip", True))
+    if kind == "synthetic":
+        seeds = {"train": cfg["seed"], "heldout": cfg["seed"] + 1, "val": cfg["seed"] + 2}
+        sizes = {"train": cfg["train_size"], "heldout": cfg["heldout_size"], "val": cfg["val_size"]}
+        if split not in seeds:
+            raise ValueError(f"unknown split {split!r}")
+        base = SyntheticPairs(seeds[split], sizes[split], cfg["height"], cfg["width"], thermal_range,
+                              condition_weights=cfg.get("condition_weights"))
+        return base if split == "val" else EpochAugmented(base, aug, seeds[split])
+    raise ValueError(f"unknown dataset kind {kind!r} (known: synthetic)")

@@ -1,0 +1,345 @@
+"""Bi-level dynamic learning of fusion + perception (Liu et al., IJCAI 2023).
+
+    python -m training.train --config config/train_synthetic.yaml [--out runs/x] [--resume] [--device cpu]
+
+The algorithm, as `Trainer.bilevel_step` runs it:
+    alpha  : the fusion network F (upper level)
+    y_vis  : the pixel critic D       (lower level, task "visual")
+    y_sem  : detection + segmentation (lower level, task "semantic")
+    warm start: alpha <- alpha - lr * dL_fuse/dalpha                         (fusion loss alone)
+    every step: y_i <- y_i - eta * df_i/dy_i on a training batch            (lower level)
+    every k-th step, on a held-out batch:
+        h_i = dF_i/dalpha - c_i df_i/dalpha,  c_i = <dF_i/dy_i, df_i/dy_i>/|df_i/dy_i|^2
+        alpha <- alpha - lr * (dL_fuse/dalpha + sum_i w_i h_i),  w from TaskWeights (dynamic)
+Everything is in this file except the losses (training/losses.py) and the hypergradient algebra
+(training/bilevel.py). Checkpoints are atomic and `--resume` continues the exact sequence of batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from fusion_ros.checkpoint import ModelMeta, save_model
+from fusion_ros.classes import load_classes
+from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
+from fusion_ros.model import FusedPerceptionNet, ModelConfig
+from fusion_ros.postprocess import decode_detections, segmentation_mask
+from training import losses as L
+from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros
+from training.data import build_dataset, collate
+
+TASKS = ("visual", "semantic")
+
+
+@dataclass
+class Schedule:
+    fusion_warmup_steps: int  # warm start: fusion loss only
+    steps: int  # bi-level steps after the warm start
+    fusion_every: int  # k: the fusion net takes a hypergradient step every k-th step
+    batch_size: int
+    lower_lr: float
+    upper_lr: float
+    lr_warmup_steps: int = 0
+    lr_decay_at: tuple[float, ...] = ()  # fractions of `steps` where both learning rates drop x0.1
+    hypergradient_scale: float = 1.0
+    aggregation: str = "grad_norm"
+    log_every: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 100
+
+
+def load_config(path: str | Path) -> dict:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    for section in ("data", "model", "schedule"):
+        if section not in cfg:
+            raise ValueError(f"{path}: missing '{section}:' section")
+    return cfg
+
+
+class Trainer:
+    def __init__(self, cfg: dict, out_dir: Path, device: str = "cpu"):
+        self.cfg, self.out, self.device = cfg, Path(out_dir), torch.device(device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.seed = int(cfg.get("seed", 0))
+        torch.manual_seed(self.seed)
+        self.sched = Schedule(**{**cfg["schedule"], "lr_decay_at": tuple(cfg["schedule"].get("lr_decay_at", ()))})
+        self.weights = L.LossWeights(**cfg.get("loss", {}))
+        classes = load_classes(cfg.get("classes"))
+        self.det_classes, self.seg_classes = list(classes.detection.names), list(classes.segmentation.names)
+        model_cfg = ModelConfig.from_dict(
+            {**cfg["model"], "num_det_classes": len(self.det_classes), "num_seg_classes": len(self.seg_classes)}
+        )
+        self.thermal_range = tuple(cfg["data"].get("thermal_range", (25315.0, 35315.0)))
+        self.model = FusedPerceptionNet(model_cfg).to(self.device)
+        self.critic = L.PixelCritic().to(self.device)
+        self.alpha = list(self.model.fusion.parameters())
+        self.y = {
+            "visual": list(self.critic.parameters()),
+            "semantic": [p for n, p in self.model.named_parameters() if not n.startswith("fusion.")],
+        }
+        self.opt_upper = torch.optim.Adam(self.alpha, lr=self.sched.upper_lr)
+        self.opt_lower = {t: torch.optim.Adam(self.y[t], lr=self.sched.lower_lr) for t in TASKS}
+        self.task_weights = TaskWeights(self.sched.aggregation, len(TASKS), generator=torch.Generator().manual_seed(self.seed))
+        self.train_set = build_dataset(cfg["data"], "train", self.thermal_range)
+        self.heldout_set = build_dataset(cfg["data"], "heldout", self.thermal_range)
+        self.val_set = build_dataset(cfg["data"], "val", self.thermal_range)
+        self.step = 0  # counts warm-up and bi-level steps together
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------------------------------ data
+    def batch(self, dataset, draw: int) -> dict:
+        """The `draw`-th batch of a dataset's deterministic stream (epoch-wise permutations)."""
+        n, bs = len(dataset), self.sched.batch_size
+        epoch, pos = divmod(draw * bs, n)
+        order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
+        order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
+        dataset.epoch = epoch
+        items = [dataset[int(i)] for i in order[pos : pos + bs]]
+        b = collate(items)
+        for key in ("thermal", "rgb", "mask"):
+            if b[key] is not None:
+                b[key] = b[key].to(self.device)
+        b["boxes"] = [x.to(self.device) for x in b["boxes"]]
+        b["labels"] = [x.to(self.device) for x in b["labels"]]
+        return b
+
+    def saliency(self, b: dict) -> torch.Tensor:
+        """Mask M of the fusion target: warm pixels (IR saliency), restricted to labelled boxes when any."""
+        sal = L.ir_saliency(b["thermal"])
+        if not any(len(x) for x in b["boxes"]):
+            return sal
+        inside = torch.zeros_like(sal)
+        for i, boxes in enumerate(b["boxes"]):
+            for x1, y1, x2, y2 in boxes.round().long().tolist():
+                inside[i, :, y1:y2, x1:x2] = 1.0
+        return sal * inside
+
+    # -------------------------------------------------------------------------------------- the losses
+    def upper_fusion_loss(self, b: dict, fused_y: torch.Tensor):
+        vis_y = L.rgb_to_luma(b["rgb"])
+        return L.fusion_loss(fused_y, b["thermal"], vis_y, self.saliency(b), self.weights)
+
+    def task_losses(self, b: dict, fused: torch.Tensor, fused_y: torch.Tensor, lower: bool):
+        """f_i (lower=True: critic loss, semantic loss) or F_i (lower=False: adversarial, semantic)."""
+        height, width = fused.shape[-2:]
+        targets = L.fcos_targets(b["boxes"], b["labels"], height, width)
+        sem, logs = L.semantic_loss(self.model.perceive(fused), b, targets, self.weights)
+        if lower:
+            target = L.fusion_target(b["thermal"], L.rgb_to_luma(b["rgb"]), self.saliency(b))
+            vis = L.critic_loss(self.critic, fused_y, target, self.weights.gradient_penalty)
+        else:
+            vis = self.weights.adversarial * L.adversarial_loss(self.critic, fused_y)
+        return {"visual": vis, "semantic": sem}, logs
+
+    # ------------------------------------------------------------------------------------ the steps
+    def warmup_step(self, b: dict) -> dict:
+        """Warm start of F on the fusion loss alone (as the paper does before the bi-level phase)."""
+        _, fused_y = self.model.fuse(b["thermal"], b["rgb"])
+        loss, logs = self.upper_fusion_loss(b, fused_y)
+        self.opt_upper.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_upper.step()
+        return {"phase": "warmup", "fuse": loss.item(), **logs}
+
+    def lower_step(self, grads: dict[str, list[torch.Tensor]]) -> None:
+        """y_i <- y_i - eta * df_i/dy_i for both task modules."""
+        for task in TASKS:
+            for p, g in zip(self.y[task], grads[task]):
+                p.grad = g
+            self.opt_lower[task].step()
+            self.opt_lower[task].zero_grad(set_to_none=True)
+
+    def bilevel_step(self, b: dict, draw: int) -> dict:
+        hyper = draw % self.sched.fusion_every == 0
+        with torch.set_grad_enabled(True):
+            if not hyper:  # alpha fixed: the task modules see the fused image as data
+                with torch.no_grad():
+                    fused, fused_y = self.model.fuse(b["thermal"], b["rgb"])
+                f, logs = self.task_losses(b, fused, fused_y, lower=True)
+                self.lower_step({t: grads_or_zeros(f[t], self.y[t]) for t in TASKS})
+                return {"phase": "lower", **{f"f_{t}": f[t].item() for t in TASKS}, **logs}
+
+            # upper level on a held-out batch: F_i and the fusion objective itself
+            held = self.batch(self.heldout_set, draw // self.sched.fusion_every)
+            fused_h, fused_y_h = self.model.fuse(held["thermal"], held["rgb"])
+            fuse_loss, fuse_logs = self.upper_fusion_loss(held, fused_y_h)
+            upper, _ = self.task_losses(held, fused_h, fused_y_h, lower=False)
+            grad_fuse = grads_or_zeros(fuse_loss, self.alpha)
+            upper_grads = {t: grads_or_zeros(upper[t], self.alpha + self.y[t]) for t in TASKS}
+
+            # lower level on the training batch, now with the graph back to alpha
+            fused, fused_y = self.model.fuse(b["thermal"], b["rgb"])
+            f, logs = self.task_losses(b, fused, fused_y, lower=True)
+            lower_grads = {t: grads_or_zeros(f[t], self.alpha + self.y[t]) for t in TASKS}
+
+            n_alpha = len(self.alpha)
+            hypergrads, coeffs = [], {}
+            for t in TASKS:
+                h, coeffs[t] = first_order_hypergradient(
+                    upper_grads[t][:n_alpha], upper_grads[t][n_alpha:],
+                    lower_grads[t][:n_alpha], lower_grads[t][n_alpha:],
+                    scale=self.sched.hypergradient_scale,
+                )
+                hypergrads.append(h)
+            w = self.task_weights(hypergrads, [upper[t].item() for t in TASKS])
+            for p, g_fuse, g_task in zip(self.alpha, grad_fuse, aggregate(hypergrads, w)):
+                p.grad = g_fuse + g_task
+            self.opt_upper.step()
+            self.opt_upper.zero_grad(set_to_none=True)
+            self.lower_step({t: lower_grads[t][n_alpha:] for t in TASKS})
+        return {
+            "phase": "bilevel", "fuse": fuse_loss.item(), **fuse_logs,
+            **{f"F_{t}": upper[t].item() for t in TASKS}, **{f"f_{t}": f[t].item() for t in TASKS},
+            **{f"c_{t}": coeffs[t] for t in TASKS}, **{f"w_{t}": float(w[i]) for i, t in enumerate(TASKS)}, **logs,
+        }
+
+    def set_learning_rates(self, bilevel_step: int) -> None:
+        s = self.sched
+        factor = min(1.0, (bilevel_step + 1) / s.lr_warmup_steps) if s.lr_warmup_steps else 1.0
+        factor *= 0.1 ** sum(bilevel_step >= frac * s.steps for frac in s.lr_decay_at)
+        for opt in self.opt_lower.values():
+            for group in opt.param_groups:
+                group["lr"] = s.lower_lr * factor
+        for group in self.opt_upper.param_groups:
+            group["lr"] = s.upper_lr * (factor if bilevel_step >= 0 else 1.0)
+
+    # ------------------------------------------------------------------------------------- the loop
+    def fit(self, stop_after: int | None = None) -> None:
+        total = self.sched.fusion_warmup_steps + self.sched.steps
+        log_file = open(self.out / "log.jsonl", "a")
+        bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
+        done_now = 0
+        self.model.train()
+        while self.step < total:
+            t0 = time.perf_counter()
+            b = self.batch(self.train_set, self.step)
+            bilevel_step = self.step - self.sched.fusion_warmup_steps
+            self.set_learning_rates(bilevel_step)
+            row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
+            row = {"step": self.step, "seconds": time.perf_counter() - t0, **row}
+            self.history.append(row)
+            self.step += 1
+            done_now += 1
+            bar.update(1)
+            if self.step % self.sched.log_every == 0:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("fuse", "f_semantic", "f_visual")})
+                log_file.write(json.dumps(row) + "\n")
+                log_file.flush()
+            if self.step % self.sched.val_every == 0 or self.step == total:
+                self.validate()
+            if self.step % self.sched.checkpoint_every == 0 or self.step == total:
+                self.save_checkpoint()
+            if stop_after is not None and done_now >= stop_after:
+                break
+        bar.close()
+        log_file.close()
+        if self.step == total:
+            self.finish()
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        preds, gts, cm = [], [], ConfusionMatrix(len(self.seg_classes))
+        for i in range(len(self.val_set)):
+            s = self.val_set[i]
+            out = self.model(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device))
+            h, w = s["thermal"].shape[-2:]
+            dets = decode_detections(out.cls_logits[0].cpu().numpy(), out.box_ltrb[0].cpu().numpy(),
+                                     out.centerness[0].cpu().numpy(), (h, w), score_threshold=0.05)
+            preds.append((dets.boxes, dets.scores, dets.labels))
+            gts.append((s["boxes"].numpy(), s["labels"].numpy()))
+            if s["mask"] is not None:
+                cm.update(segmentation_mask(out.seg_logits[0].cpu().numpy()), s["mask"].numpy())
+        report = evaluate_detections(preds, gts, self.det_classes)
+        result = {"step": self.step, "map50": report.map50, "map50_95": report.map50_95, "miou": cm.miou(),
+                  "ap50": report.ap50}
+        with open(self.out / "val.jsonl", "a") as f:
+            f.write(json.dumps(result, default=_json_nan) + "\n")
+        tqdm.write(f"[val step {self.step}] mAP@0.5 {report.map50:.3f}  mAP@0.5:0.95 {report.map50_95:.3f}  mIoU {cm.miou():.3f}")
+        self.model.train()
+        self.last_val = result
+        return result
+
+    # ------------------------------------------------------------------------------ save and resume
+    def state(self) -> dict:
+        return {
+            "step": self.step, "cfg": self.cfg,
+            "model": self.model.state_dict(), "critic": self.critic.state_dict(),
+            "opt_upper": self.opt_upper.state_dict(), "opt_lower": {t: o.state_dict() for t, o in self.opt_lower.items()},
+            "task_weights": self.task_weights.state_dict(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, self.out / "checkpoint.pt")  # atomic: a kill never leaves a broken checkpoint
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_upper.load_state_dict(state["opt_upper"])
+        for t, o in self.opt_lower.items():
+            o.load_state_dict(state["opt_lower"][t])
+        self.task_weights.load_state_dict(state["task_weights"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+
+    def finish(self) -> None:
+        info = {"config": self.cfg, "date": date.today().isoformat(), "steps": self.step,
+                "validation": getattr(self, "last_val", None)}
+        meta = ModelMeta(self.det_classes, self.seg_classes,
+                         input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
+                         thermal_range=self.thermal_range, info=json.loads(json.dumps(info, default=_json_nan)))
+        save_model(self.out / "model.pt", self.model, meta)
+        from training.report import plot_training
+
+        plot_training(self.out, self)
+
+
+def _json_nan(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return str(x)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (testing)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    trainer = Trainer(cfg, out, args.device)
+    ckpt = out / "checkpoint.pt"
+    if args.resume:
+        if not ckpt.is_file():
+            parser.error(f"--resume: no checkpoint at {ckpt}")
+        trainer.load_checkpoint(ckpt)
+        print(f"resumed from {ckpt} at step {trainer.step}")
+    elif ckpt.is_file():
+        parser.error(f"{out} already holds a run; pass --resume to continue it or --out for a new folder")
+    trainer.fit(stop_after=args.stop_after)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
