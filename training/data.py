@@ -115,10 +115,15 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
-def build_dataset(cfg: dict, split: str, thermal_range) -> Dataset:
-    """The dataset a config's `data:` section names, for split 'train', 'heldout' or 'val'.
+def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset:
+    """The dataset a config's `data:` section names, for split 'train', 'heldout' or 'val' ('test' where the
+    dataset has one).
 
     kind: synthetic — generator seed/size; train, held-out (upper level) and val use disjoint seeds.
+    kind: layout, m3fd, llvip, msrs, fmb, mfnet, folder — real pairs under `root` (training/datasets.py has
+    the folder layouts, the resizing and the split rules). `classes` (a ClassConfig or class YAML path; the
+    trainer's list) sets the class names those datasets' labels are read against.
+    Train and held-out samples get the random crop/flip (`crop`, `hflip`); val/test are returned as read.
     """
     kind = cfg.get("kind", "synthetic")
     aug = Augment(crop=tuple(cfg["crop"]) if cfg.get("crop") else None, hflip=cfg.get("hflip", True))
@@ -130,4 +135,11 @@ def build_dataset(cfg: dict, split: str, thermal_range) -> Dataset:
         base = SyntheticPairs(seeds[split], sizes[split], cfg["height"], cfg["width"], thermal_range,
                               condition_weights=cfg.get("condition_weights"))
         return base if split == "val" else EpochAugmented(base, aug, seeds[split])
-    raise ValueError(f"unknown dataset kind {kind!r} (known: synthetic)")
+    from training.datasets import KINDS, build_real_dataset
+
+    if kind in KINDS:
+        base = build_real_dataset(cfg, split, thermal_range, classes)
+        if split in ("val", "test"):
+            return base
+        return EpochAugmented(base, aug, int(cfg.get("seed", 0)) + (0 if split == "train" else 1))
+    raise ValueError(f"unknown dataset kind {kind!r} (known: synthetic, {', '.join(KINDS)})")
