@@ -85,3 +85,22 @@ def test_bad_config_and_resume_errors(tmp_path):
     cfg["schedule"]["aggregation"] = "magic"
     with pytest.raises(ValueError, match="aggregation mode"):
         Trainer(cfg, tmp_path / "x")
+
+
+def test_torchrun_two_processes_gloo_stay_in_sync(tmp_path):
+    """Data parallel through torchrun: 2 CPU processes (gloo) average gradients and end identical."""
+    import os
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training.train", "--config", str(path), "--out", str(tmp_path / "ddp")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sums = sorted(line.split()[-1] for line in proc.stdout.splitlines() if "parameter checksum" in line)
+    assert len(sums) == 2 and sums[0] == sums[1], proc.stdout
+    assert (tmp_path / "ddp" / "model.pt").is_file()

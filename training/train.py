@@ -1,6 +1,7 @@
 """Bi-level dynamic learning of fusion + perception (Liu et al., IJCAI 2023).
 
     python -m training.train --config config/train_synthetic.yaml [--out runs/x] [--resume] [--device cpu]
+    torchrun --nproc_per_node 2 -m training.train --config ...      (data parallel, gloo on CPU / nccl)
 
 The algorithm, as `Trainer.bilevel_step` runs it:
     alpha  : the fusion network F (upper level)
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
@@ -72,6 +73,10 @@ def load_config(path: str | Path) -> dict:
 class Trainer:
     def __init__(self, cfg: dict, out_dir: Path, device: str = "cpu"):
         self.cfg, self.out, self.device = cfg, Path(out_dir), torch.device(device)
+        # data parallel (torchrun): every rank draws its own slice of each batch, gradients are averaged
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.main_process = self.rank == 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.seed = int(cfg.get("seed", 0))
         torch.manual_seed(self.seed)
@@ -93,9 +98,9 @@ class Trainer:
         self.opt_upper = torch.optim.Adam(self.alpha, lr=self.sched.upper_lr)
         self.opt_lower = {t: torch.optim.Adam(self.y[t], lr=self.sched.lower_lr) for t in TASKS}
         self.task_weights = TaskWeights(self.sched.aggregation, len(TASKS), generator=torch.Generator().manual_seed(self.seed))
-        self.train_set = build_dataset(cfg["data"], "train", self.thermal_range)
-        self.heldout_set = build_dataset(cfg["data"], "heldout", self.thermal_range)
-        self.val_set = build_dataset(cfg["data"], "val", self.thermal_range)
+        self.train_set, self.heldout_set, self.val_set = (
+            build_dataset(cfg["data"], split, self.thermal_range, classes=classes) for split in ("train", "heldout", "val")
+        )
         self.step = 0  # counts warm-up and bi-level steps together
         self.history: list[dict] = []
 
@@ -103,7 +108,7 @@ class Trainer:
     def batch(self, dataset, draw: int) -> dict:
         """The `draw`-th batch of a dataset's deterministic stream (epoch-wise permutations)."""
         n, bs = len(dataset), self.sched.batch_size
-        epoch, pos = divmod(draw * bs, n)
+        epoch, pos = divmod((draw * self.world + self.rank) * bs, n)
         order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
         order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
         dataset.epoch = epoch
@@ -145,13 +150,27 @@ class Trainer:
         return {"visual": vis, "semantic": sem}, logs
 
     # ------------------------------------------------------------------------------------ the steps
+    def all_reduce(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Average gradients over the ranks (identity in a single process).
+
+        Done by hand rather than by wrapping in DistributedDataParallel: the hypergradient needs
+        torch.autograd.grad on parameter subsets, which DDP's backward hooks do not see.
+        """
+        if self.world > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            grads = [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]), grads)]
+        return grads
+
     def warmup_step(self, b: dict) -> dict:
         """Warm start of F on the fusion loss alone (as the paper does before the bi-level phase)."""
         _, fused_y = self.model.fuse(b["thermal"], b["rgb"])
         loss, logs = self.upper_fusion_loss(b, fused_y)
-        self.opt_upper.zero_grad(set_to_none=True)
-        loss.backward()
+        for p, g in zip(self.alpha, self.all_reduce(grads_or_zeros(loss, self.alpha, retain_graph=False))):
+            p.grad = g
         self.opt_upper.step()
+        self.opt_upper.zero_grad(set_to_none=True)
         return {"phase": "warmup", "fuse": loss.item(), **logs}
 
     def lower_step(self, grads: dict[str, list[torch.Tensor]]) -> None:
@@ -169,7 +188,7 @@ class Trainer:
                 with torch.no_grad():
                     fused, fused_y = self.model.fuse(b["thermal"], b["rgb"])
                 f, logs = self.task_losses(b, fused, fused_y, lower=True)
-                self.lower_step({t: grads_or_zeros(f[t], self.y[t]) for t in TASKS})
+                self.lower_step({t: self.all_reduce(grads_or_zeros(f[t], self.y[t])) for t in TASKS})
                 return {"phase": "lower", **{f"f_{t}": f[t].item() for t in TASKS}, **logs}
 
             # upper level on a held-out batch: F_i and the fusion objective itself
@@ -177,13 +196,13 @@ class Trainer:
             fused_h, fused_y_h = self.model.fuse(held["thermal"], held["rgb"])
             fuse_loss, fuse_logs = self.upper_fusion_loss(held, fused_y_h)
             upper, _ = self.task_losses(held, fused_h, fused_y_h, lower=False)
-            grad_fuse = grads_or_zeros(fuse_loss, self.alpha)
-            upper_grads = {t: grads_or_zeros(upper[t], self.alpha + self.y[t]) for t in TASKS}
+            grad_fuse = self.all_reduce(grads_or_zeros(fuse_loss, self.alpha))
+            upper_grads = {t: self.all_reduce(grads_or_zeros(upper[t], self.alpha + self.y[t])) for t in TASKS}
 
             # lower level on the training batch, now with the graph back to alpha
             fused, fused_y = self.model.fuse(b["thermal"], b["rgb"])
             f, logs = self.task_losses(b, fused, fused_y, lower=True)
-            lower_grads = {t: grads_or_zeros(f[t], self.alpha + self.y[t]) for t in TASKS}
+            lower_grads = {t: self.all_reduce(grads_or_zeros(f[t], self.alpha + self.y[t])) for t in TASKS}
 
             n_alpha = len(self.alpha)
             hypergrads, coeffs = [], {}
@@ -219,8 +238,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after: int | None = None) -> None:
         total = self.sched.fusion_warmup_steps + self.sched.steps
-        log_file = open(self.out / "log.jsonl", "a")
-        bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True)
+        log_file = open(self.out / "log.jsonl", "a") if self.main_process else None
+        bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.main_process)
         done_now = 0
         self.model.train()
         while self.step < total:
@@ -234,20 +253,24 @@ class Trainer:
             self.step += 1
             done_now += 1
             bar.update(1)
-            if self.step % self.sched.log_every == 0:
+            if self.step % self.sched.log_every == 0 and self.main_process:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("fuse", "f_semantic", "f_visual")})
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
-            if self.step % self.sched.val_every == 0 or self.step == total:
+            if self.main_process and (self.step % self.sched.val_every == 0 or self.step == total):
                 self.validate()
-            if self.step % self.sched.checkpoint_every == 0 or self.step == total:
+            if self.main_process and (self.step % self.sched.checkpoint_every == 0 or self.step == total):
                 self.save_checkpoint()
             if stop_after is not None and done_now >= stop_after:
                 break
         bar.close()
-        log_file.close()
-        if self.step == total:
-            self.finish()
+        if self.main_process:
+            log_file.close()
+            if self.step == total:
+                self.finish()
+        if self.world > 1:
+            checksum = sum(float(p.detach().double().sum()) for p in self.model.parameters())
+            print(f"rank {self.rank} parameter checksum {checksum:.10e}", flush=True)
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -263,12 +286,13 @@ class Trainer:
             gts.append((s["boxes"].numpy(), s["labels"].numpy()))
             if s["mask"] is not None:
                 cm.update(segmentation_mask(out.seg_logits[0].cpu().numpy()), s["mask"].numpy())
-        report = evaluate_detections(preds, gts, self.det_classes)
-        result = {"step": self.step, "map50": report.map50, "map50_95": report.map50_95, "miou": cm.miou(),
-                  "ap50": report.ap50}
+        result = {"step": self.step, "miou": cm.miou(), "map50": None, "map50_95": None, "ap50": None}
+        if any(len(labels) for _, labels in gts):  # segmentation-only datasets have no boxes to score
+            report = evaluate_detections(preds, gts, self.det_classes)
+            result.update(map50=report.map50, map50_95=report.map50_95, ap50=report.ap50)
         with open(self.out / "val.jsonl", "a") as f:
             f.write(json.dumps(result, default=_json_nan) + "\n")
-        tqdm.write(f"[val step {self.step}] mAP@0.5 {report.map50:.3f}  mAP@0.5:0.95 {report.map50_95:.3f}  mIoU {cm.miou():.3f}")
+        tqdm.write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
         self.model.train()
         self.last_val = result
         return result
@@ -328,6 +352,10 @@ def main(argv=None) -> int:
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        if args.device == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     trainer = Trainer(cfg, out, args.device)
     ckpt = out / "checkpoint.pt"
     if args.resume:
@@ -338,6 +366,8 @@ def main(argv=None) -> int:
     elif ckpt.is_file():
         parser.error(f"{out} already holds a run; pass --resume to continue it or --out for a new folder")
     trainer.fit(stop_after=args.stop_after)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 
