@@ -24,7 +24,7 @@ from torch import nn
 
 @dataclass
 class FusionConfig:
-    stem_channels: int = 16  # full-resolution features (texture path)
+    stem_channels: int = 8  # full-resolution features (texture path)
     width: int = 32  # body width
     body_stride: int = 4  # the dense blocks run at 1/body_stride resolution; 1 = full resolution (paper)
     num_blocks: int = 2  # residual dense blocks
@@ -42,7 +42,7 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     backbone_channels: tuple[int, ...] = (16, 32, 64, 96, 128)  # strides 2, 4, 8, 16, 32
     fpn_channels: int = 64
-    head_convs: int = 2
+    head_convs: int = 1
     seg_channels: int = 32
 
     @classmethod
