@@ -26,6 +26,10 @@ setup(
     entry_points={
         "console_scripts": [
             "fusion-demo = fusion_ros.demo:main",
+            "fusion-make-dataset = fusion_ros.synthetic:main",
+            "fusion-train = training.train:main",
+            "fusion-export = training.export:main",
+            "fusion-build-engine = training.build_engine:main",
         ],
     },
 )

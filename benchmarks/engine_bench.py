@@ -1,0 +1,262 @@
+"""Engine benchmark: latency, throughput and memory per backend, image size and batch size.
+
+    python benchmarks/engine_bench.py OUT_PREFIX [--model MODEL.pt] [--sizes 640x512 1024x768]
+           [--backends torch onnxruntime tensorrt] [--batches 1 4] [--threads 2] [--device cpu|cuda]
+
+Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for the README). Every
+configuration runs in a fresh process (spawn), so peak RSS is that backend's alone and thread settings do
+not leak between backends. Frames are synthetic camera frames at the network size (uint16 thermal, uint8
+RGB): "pre"/"post" are the shared fusion_ros.preprocess/postprocess costs, "infer" the backend's network
+call. Times are per pair (a batch-4 call's time divided by 4). "vs torch" is the throughput ratio to
+PyTorch eager measured in the same run, same size and batch. Without --model a random-weight model is
+used (timing does not depend on the weights, but detection post-processing then sees ~no detections).
+
+ONNX Runtime runs the fixed-shape export (what the node deploys) at batch 1 and a dynamic export at
+batch > 1. TensorRT needs a GPU and an engine: pass --engine-dir with <size>.engine files built by
+fusion-build-engine from the exports this script writes to --work-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, str(ROOT))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _worker(job: dict) -> dict:
+    """One (backend, size, batch) configuration, in its own process."""
+    import numpy as np
+
+    threads = job["threads"]
+    if threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    from fusion_ros.engine import create_engine
+
+    if threads:
+        torch.set_num_threads(threads)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    height, width = job["size"]
+    opts = dict(input_size=(height, width)) if job["backend"] == "torch" else {}
+    if job["backend"] == "onnxruntime" and threads:
+        opts["intra_op_threads"] = threads
+    if job["backend"] == "torch" and threads:
+        opts["num_threads"] = threads
+    engine = create_engine(job["artifact"], backend=job["backend"], device=job["device"], **opts)
+    rng = np.random.default_rng(0)
+    batch = job["batch"]
+    thermals = [rng.integers(26000, 34000, (height, width), dtype=np.uint16) for _ in range(batch)]
+    rgbs = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch)]
+    cuda = job["device"] == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(job["warmup"]):
+        engine.infer_batch(thermals, rgbs)
+    latencies, splits = [], {"pre": [], "infer": [], "post": []}
+    started = time.perf_counter()
+    for _ in range(job["iters"]):
+        t0 = time.perf_counter()
+        results = engine.infer_batch(thermals, rgbs)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        for key in splits:
+            splits[key].append(results[0].timings[key])
+        if time.perf_counter() - started > job["max_seconds"] and len(latencies) >= 3:
+            break
+    total = time.perf_counter() - started
+    out = {
+        "backend": engine.backend,
+        "requested_backend": job["backend"],
+        "size": f"{width}x{height}",
+        "batch": batch,
+        "iterations": len(latencies),
+        "latency_ms_median": statistics.median(latencies),
+        "latency_ms_p95": _percentile(latencies, 95),
+        "per_pair_ms": {k: statistics.median(v) for k, v in splits.items()},
+        "throughput_pairs_per_s": batch * len(latencies) / total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "rss_before_model_mb": rss_before,
+        "detections_last_frame": len(results[0].detections),
+    }
+    if cuda:
+        out["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    engine.close()
+    return out
+
+
+def _run_job(job: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_worker, (job,))
+
+
+def _prepare_model(args, work: Path) -> tuple[Path, bool]:
+    if args.model:
+        return Path(args.model), False
+    from fusion_ros.checkpoint import DEFAULT_MODEL, ModelMeta, save_model
+    from fusion_ros.classes import load_classes
+
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL, False
+    import torch
+
+    from fusion_ros.model import FusedPerceptionNet, ModelConfig
+
+    path = work / "random_weights.pt"
+    if not path.is_file():
+        torch.manual_seed(0)
+        cfg = ModelConfig()
+        try:
+            classes = load_classes()
+            det, seg = list(classes.detection.names), list(classes.segmentation.names)
+            cfg = ModelConfig(num_det_classes=len(det), num_seg_classes=len(seg))
+        except (FileNotFoundError, ValueError):
+            det, seg = [f"det{i}" for i in range(6)], [f"seg{i}" for i in range(10)]
+        save_model(path, FusedPerceptionNet(cfg), ModelMeta(det, seg, info={"version": "random-weights"}))
+    return path, True
+
+
+def _export(model: Path, work: Path, size: tuple[int, int], dynamic: bool) -> Path:
+    from fusion_ros.engine.sidecar import read_sidecar, sha256_file
+    from training.export import export_onnx
+
+    height, width = size
+    path = work / (f"{model.stem}_dynamic.onnx" if dynamic else f"{model.stem}_{width}x{height}.onnx")
+    try:  # reuse an export of exactly this model
+        sidecar = read_sidecar(path)
+        if sidecar["source_model"]["sha256"] == sha256_file(model) and sidecar["onnx_sha256"] == sha256_file(path):
+            return path
+    except Exception:
+        pass
+    print(f"exporting {path.name} ...", flush=True)
+    return export_onnx(model, path, size=size, dynamic=dynamic).onnx_path
+
+
+def _table(results: list[dict]) -> str:
+    lines = [
+        "| backend | size (WxH) | batch | median ms/call | p95 ms/call | pairs/s | vs torch "
+        "| pre ms | infer ms | post ms | peak memory MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        memory = r.get("cuda_max_memory_allocated_mb")
+        mem = f"{memory:.0f} (CUDA)" if memory is not None else f"{r['peak_rss_mb']:.0f} (RSS)"
+        ratio = r.get("vs_torch")
+        lines.append(
+            f"| {r['backend']} | {r['size']} | {r['batch']} | {r['latency_ms_median']:.1f} | {r['latency_ms_p95']:.1f} "
+            f"| {r['throughput_pairs_per_s']:.2f} | {'' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {r['per_pair_ms']['pre']:.1f} | {r['per_pair_ms']['infer']:.1f} "
+            f"| {r['per_pair_ms']['post']:.1f} | {mem} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="output prefix: writes OUT.json and OUT.md")
+    parser.add_argument("--model", help="model .pt (default: the bundled model, else random weights)")
+    parser.add_argument("--sizes", nargs="+", default=["640x512", "1024x768"], help="WIDTHxHEIGHT ...")
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "tensorrt"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="time cap per configuration")
+    parser.add_argument("--work-dir", help="where exports go (default: beside OUT)")
+    parser.add_argument("--engine-dir", help="folder with WIDTHxHEIGHT.engine TensorRT engines")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work_dir) if args.work_dir else out.parent / "bench_work"
+    work.mkdir(parents=True, exist_ok=True)
+    model, random_weights = _prepare_model(args, work)
+    results, skipped = [], []
+    for text in args.sizes:
+        width, height = (int(v) for v in text.lower().split("x"))
+        size = (height, width)
+        for backend in args.backends:
+            for batch in args.batches:
+                if backend == "torch":
+                    artifact = model
+                elif backend == "onnxruntime":
+                    artifact = _export(model, work, size, dynamic=batch > 1)
+                else:
+                    engine = Path(args.engine_dir or work) / f"{width}x{height}.engine"
+                    if args.device != "cuda" or not engine.is_file():
+                        skipped.append(f"tensorrt {text} batch {batch}: needs --device cuda and {engine}")
+                        continue
+                    artifact = engine
+                job = dict(backend=backend, artifact=str(artifact), size=size, batch=batch, threads=args.threads,
+                           device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds)
+                print(f"{backend:<12} {text:<9} batch {batch} ...", end=" ", flush=True)
+                try:
+                    result = _run_job(job)
+                except Exception as exc:  # report and go on: one backend failing must not lose the others
+                    skipped.append(f"{backend} {text} batch {batch}: {exc}")
+                    print(f"FAILED: {exc}")
+                    continue
+                print(f"{result['latency_ms_median']:.1f} ms, {result['throughput_pairs_per_s']:.2f} pairs/s")
+                results.append(result)
+    for r in results:
+        base = next((t for t in results if t["requested_backend"] == "torch" and t["size"] == r["size"]
+                     and t["batch"] == r["batch"]), None)
+        r["vs_torch"] = r["throughput_pairs_per_s"] / base["throughput_pairs_per_s"] if base else None
+    meta = {
+        "model": str(model),
+        "random_weights": random_weights,
+        "threads": args.threads,
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "skipped": skipped,
+    }
+    Path(f"{out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    notes = [
+        f"Device: {args.device}, {args.threads} intra-op threads, {os.cpu_count()} CPU cores "
+        f"(load average at end {meta['load_average_at_end'][0]:.2f}); model: "
+        + ("random weights (timing only)" if random_weights else Path(model).name)
+        + ". Times per call; pre/infer/post per pair (medians). Peak memory: process RSS (CPU) or "
+        "torch.cuda.max_memory_allocated (CUDA).",
+    ]
+    if skipped:
+        notes.append("Skipped: " + "; ".join(skipped))
+    Path(f"{out}.md").write_text(_table(results) + "\n\n" + "\n".join(notes) + "\n")
+    print(_table(results))
+    print(f"wrote {out}.json and {out}.md")
+    return 0
+
+
+def _versions() -> dict:
+    versions = {}
+    for name in ("torch", "onnxruntime", "onnx", "numpy", "cv2", "tensorrt"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:
+            versions[name] = None
+    return versions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The engine interface every backend implements, its result type, errors and model metadata.
+
+    Engine.infer(thermal, rgb) -> Perception
+
+Pre-processing (fusion_ros.preprocess) and post-processing (fusion_ros.postprocess + the mapping back to
+the input RGB size) run HERE, once, for every backend; a backend only implements `_run`, which maps
+network inputs (B,1,H,W) / (B,3,H,W) float32 in 0..1 to the graph's named raw outputs.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..postprocess import Detections, decode_detections, segmentation_mask
+from ..preprocess import PreparedPair, PreprocessError, Preprocessor, fused_to_image, mask_to_size, scale_boxes
+
+# Names and order of the exported graph's inputs and outputs (fused_y stays inside: only training uses it).
+INPUT_NAMES = ("thermal", "rgb")
+OUTPUT_NAMES = ("fused", "cls_logits", "box_ltrb", "centerness", "seg_logits")
+
+
+# ------------------------------------------------------------------------------------------------ errors
+class EngineError(ValueError):
+    """Base class of every engine error: the message names the file/backend and what to do."""
+
+
+class ModelFileError(EngineError):
+    """A model/ONNX/engine file that is missing, truncated, corrupt or of the wrong kind."""
+
+
+class SidecarError(EngineError):
+    """A JSON sidecar that is missing, unreadable, or does not describe the file beside it."""
+
+
+class EngineMismatchError(SidecarError):
+    """A TensorRT engine built for another TensorRT version, GPU or ONNX file: it must be rebuilt."""
+
+
+class BackendUnavailableError(EngineError):
+    """The requested backend/device cannot run here (package not installed, no GPU, ...)."""
+
+
+class InputError(EngineError, PreprocessError):
+    """An `infer` input of the wrong shape, dtype or content."""
+
+
+# ------------------------------------------------------------------------------------------- model info
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about the network besides its weights (from a .pt or a sidecar)."""
+
+    det_classes: tuple[str, ...]
+    seg_classes: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width) the graph runs at by default
+    thermal_range: tuple[float, float]  # 16-bit counts mapped to 0..1
+    dynamic: bool = True  # False: the graph only accepts `input_size` (and `fixed_batch`)
+    fixed_batch: int | None = None  # batch size baked into a fixed-shape graph
+    model_version: str = ""
+    source: str = ""  # the file it came from
+
+
+# -------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.3
+    nms_iou: float = 0.6
+    max_detections: int = 100
+    pre_nms_top_k: int = 1000
+
+    def validate(self) -> "PostprocessConfig":
+        """A checked copy with normalised types (ROS parameters may hand over 100.0 for an int)."""
+        try:
+            checked = PostprocessConfig(
+                float(self.score_threshold), float(self.nms_iou), int(self.max_detections), int(self.pre_nms_top_k)
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"post-processing settings must be numbers: {exc}") from None
+        if not 0.0 <= checked.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 <= checked.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
+        if checked.max_detections < 1 or checked.pre_nms_top_k < 1:
+            raise ValueError(
+                f"max_detections and pre_nms_top_k must be >= 1, got {self.max_detections}, {self.pre_nms_top_k}"
+            )
+        return checked
+
+
+# --------------------------------------------------------------------------------------------- result
+@dataclass
+class Perception:
+    """One frame's result, in the INPUT RGB image's pixel grid."""
+
+    fused: np.ndarray  # (H, W, 3) uint8 RGB
+    detections: Detections  # boxes x1, y1, x2, y2 in input RGB pixels
+    segmentation: np.ndarray  # (H, W) uint8 class ids
+    timings: dict[str, float] = field(default_factory=dict)  # pre / infer / post, milliseconds
+    backend: str = ""
+
+
+# --------------------------------------------------------------------------------------------- engine
+class Engine(ABC):
+    """A loaded fused-perception network plus the shared pre/post-processing.
+
+    Thread-safety: `set_thresholds` may be called from another thread (a ROS parameter callback) while
+    `infer` runs; the post-processing settings are one immutable object swapped atomically.
+    """
+
+    backend: str = "?"
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        *,
+        input_size: tuple[int, int] | None = None,
+        score_threshold: float = 0.3,
+        nms_iou: float = 0.6,
+        max_detections: int = 100,
+        pre_nms_top_k: int = 1000,
+        thermal_mode: str = "fixed",
+        thermal_range: tuple[float, float] | None = None,
+        registration=None,
+    ):
+        self.info = info
+        size = tuple(int(v) for v in (input_size or info.input_size))
+        if len(size) != 2 or min(size) < 8:
+            raise EngineError(f"input_size must be (height, width) >= 8 px, got {input_size}")
+        if not info.dynamic and size != tuple(info.input_size):
+            raise EngineError(
+                f"{info.source} was exported with a fixed input size {info.input_size[0]}x{info.input_size[1]} "
+                f"(HxW); it cannot run at {size[0]}x{size[1]}: re-export with --dynamic or another --size"
+            )
+        self.input_size: tuple[int, int] = size
+        self.preprocessor = Preprocessor(
+            size,
+            thermal_range=thermal_range or info.thermal_range,
+            thermal_mode=thermal_mode,
+            registration=registration,
+        )
+        self._post = PostprocessConfig(score_threshold, nms_iou, max_detections, pre_nms_top_k).validate()
+        self._lock = threading.Lock()
+        self.fallback_reasons: list[str] = []  # set by create_engine(backend="auto"): backends skipped and why
+
+    # -------------------------------------------------------------------------------- settings
+    @property
+    def det_classes(self) -> tuple[str, ...]:
+        return self.info.det_classes
+
+    @property
+    def seg_classes(self) -> tuple[str, ...]:
+        return self.info.seg_classes
+
+    @property
+    def postprocess_config(self) -> PostprocessConfig:
+        return self._post
+
+    def set_thresholds(
+        self,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+        max_detections: int | None = None,
+        pre_nms_top_k: int | None = None,
+    ) -> PostprocessConfig:
+        """Change detection post-processing at run time (validated; takes effect on the next frame)."""
+        updates = {
+            k: v
+            for k, v in dict(
+                score_threshold=score_threshold,
+                nms_iou=nms_iou,
+                max_detections=max_detections,
+                pre_nms_top_k=pre_nms_top_k,
+            ).items()
+            if v is not None
+        }
+        new = replace(self._post, **updates).validate()
+        self._post = new
+        return new
+
+    def set_registration(self, registration) -> None:
+        self.preprocessor.set_registration(registration)
+
+    # ------------------------------------------------------------------------------- inference
+    def infer(self, thermal: np.ndarray, rgb: np.ndarray) -> Perception:
+        """thermal H×W (uint8 / uint16 / float 0..1), rgb H×W×3 uint8 RGB -> Perception at the rgb size."""
+        return self.infer_batch([thermal], [rgb])[0]
+
+    def infer_batch(self, thermals: Sequence[np.ndarray], rgbs: Sequence[np.ndarray]) -> list[Perception]:
+        """Several pairs in one network call (a fixed batch-1 graph runs them one after the other)."""
+        if len(thermals) != len(rgbs) or not len(thermals):
+            raise InputError(
+                f"infer_batch needs equally many (>= 1) thermal and rgb frames, got {len(thermals)} and {len(rgbs)}"
+            )
+        t0 = time.perf_counter()
+        try:
+            pairs = [self.preprocessor(t, r) for t, r in zip(thermals, rgbs)]
+        except PreprocessError as exc:
+            raise InputError(f"{self.backend} engine input: {exc}") from None
+        thermal_batch = np.stack([p.thermal for p in pairs])
+        rgb_batch = np.stack([p.rgb for p in pairs])
+        t1 = time.perf_counter()
+        outputs = self._run_batched(thermal_batch, rgb_batch)
+        t2 = time.perf_counter()
+        post = self._post
+        results = [self._postprocess(outputs, i, pair, post) for i, pair in enumerate(pairs)]
+        t3 = time.perf_counter()
+        n = len(pairs)
+        timings = {"pre": (t1 - t0) * 1e3 / n, "infer": (t2 - t1) * 1e3 / n, "post": (t3 - t2) * 1e3 / n}
+        for result in results:
+            result.timings = dict(timings)
+        return results
+
+    def run_raw(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's raw outputs for network-ready inputs (B,1,H,W) / (B,3,H,W) float32 (tests, parity)."""
+        return self._run_batched(np.asarray(thermal, np.float32), np.asarray(rgb, np.float32))
+
+    def _run_batched(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        fixed = self.info.fixed_batch
+        with self._lock:  # one network call at a time per engine (TRT contexts are not re-entrant)
+            if fixed is None or thermal.shape[0] == fixed:
+                return self._run(np.ascontiguousarray(thermal), np.ascontiguousarray(rgb))
+            if fixed != 1:
+                raise InputError(
+                    f"{self.info.source} was exported for batch {fixed}, got {thermal.shape[0]} pairs "
+                    "(re-export with --dynamic for other batch sizes)"
+                )
+            parts = [self._run(thermal[i : i + 1], rgb[i : i + 1]) for i in range(thermal.shape[0])]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _postprocess(
+        self, outputs: dict[str, np.ndarray], index: int, pair: PreparedPair, post: PostprocessConfig
+    ) -> Perception:
+        net_size = self.input_size
+        dets = decode_detections(
+            outputs["cls_logits"][index],
+            outputs["box_ltrb"][index],
+            outputs["centerness"][index],
+            net_size,
+            score_threshold=post.score_threshold,
+            nms_iou=post.nms_iou,
+            max_detections=post.max_detections,
+            pre_nms_top_k=post.pre_nms_top_k,
+        )
+        dets = Detections(scale_boxes(dets.boxes, net_size, pair.rgb_size), dets.scores, dets.labels)
+        return Perception(
+            fused=fused_to_image(outputs["fused"][index], pair.rgb_size),
+            detections=dets,
+            segmentation=mask_to_size(segmentation_mask(outputs["seg_logits"][index]), pair.rgb_size),
+            backend=self.backend,
+        )
+
+    @abstractmethod
+    def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """(B,1,H,W), (B,3,H,W) float32 -> {output name: float32 array} for OUTPUT_NAMES."""
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Release backend resources (sessions, GPU buffers). The engine is unusable afterwards."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return f"<{type(self).__name__} backend={self.backend} input={h}x{w} source={self.info.source}>"
