@@ -26,6 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "fusion-demo = fusion_ros.demo:main",
+            "fusion_node = fusion_ros.nodes.fusion_node:main",
             "fusion-make-dataset = fusion_ros.synthetic:main",
             "fusion-train = training.train:main",
             "fusion-export = training.export:main",

@@ -1,0 +1,604 @@
+"""The fused-perception node: thermal + RGB images in, fused image, detections, segmentation and
+diagnostics out.
+
+    ros2 run fusion_ros fusion_node --ros-args --params-file config/fusion.yaml [-p lifecycle:=false]
+    python -m fusion_ros.nodes.fusion_node --ros-args -p lifecycle:=false -p model_path:=model.pt
+
+A managed (lifecycle) node:
+  * configure: validates every parameter (a bad value fails the transition with the reason and the node
+    stays unconfigured and alive), loads the engine and the class list, builds the synchroniser;
+  * activate: creates the publishers and the (sensor-data QoS) subscriptions, starts the worker thread;
+  * deactivate / cleanup / shutdown undo those steps.
+With ``lifecycle:=false`` it configures and activates itself at start, like a plain node.
+
+Data flow: each input callback (executor thread) decodes the message into a numpy view, rejects bad
+messages (counted, throttled log line) and feeds the ApproximateTime synchroniser; a completed pair goes
+into a one-item slot that the worker thread drains, so a pair the engine is too busy for is replaced by
+the newest one (counted as a drop) instead of queueing latency. The worker normalises the thermal frame,
+runs the engine (which registers IR onto RGB) and publishes the outputs stamped with the pair's RGB stamp
+and frame_id. /diagnostics reports rates, drops, skew, latencies and problems every diagnostics.period.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+
+from .. import node_core as core
+from ..image_conversions import ImageConversionError
+from ..sync import ApproximateTimeSynchronizer
+from . import ros_convert
+
+NODE_NAME = "fusion_node"
+THERMAL, RGB = 0, 1
+ROLES = ("thermal", "rgb")
+_ROS_TYPES = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "int": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string": ParameterType.PARAMETER_STRING,
+    "double_array": ParameterType.PARAMETER_DOUBLE_ARRAY,
+}
+# parameters every rclpy node may carry besides ours (not reported as unknown)
+_FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+
+
+class _Pair:
+    __slots__ = ("thermal", "rgb", "ready")
+
+    def __init__(self, thermal: core.Frame, rgb: core.Frame, ready: float):
+        self.thermal, self.rgb, self.ready = thermal, rgb, ready
+
+
+class FusionNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._state = "unconfigured"
+        self._configure_error = ""
+        self._cfg: core.NodeConfig | None = None
+        self._engine = None
+        self._det_names: tuple[str, ...] = ()
+        self._det_colors = np.zeros((0, 3), np.uint8)
+        self._seg_colors = np.zeros((0, 3), np.uint8)
+        self._sync: ApproximateTimeSynchronizer | None = None
+        self._last_stamp: list[int | None] = [None, None]
+        self._subs: list = []
+        self._pubs: dict = {}
+        self._pub_lock = threading.Lock()
+        self._slot: core.LatestSlot | None = None
+        self._worker: threading.Thread | None = None
+        self._active_since = time.monotonic()
+        self._inputs = [core.InputMonitor("thermal"), core.InputMonitor("rgb")]
+        self._silent = [False, False]
+        self._pair_rate = core.RateMeter()
+        self._engine_monitor = core.EngineMonitor()
+
+        self._declare_errors: list[str] = []
+        self._declare_all()
+        self.add_pre_set_parameters_callback(self._coerce_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._throttle = core.LogThrottle(self._param_or_default("log_throttle"))
+        self._prefix = self.get_fully_qualified_name()
+
+        # /diagnostics is published in every state (a failed configure shows up as an ERROR there), on a
+        # steady clock so it keeps ticking with use_sim_time and a paused bag
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = None
+        self._start_diagnostics_timer(self._param_or_default("diagnostics.period"))
+        self._warn_unknown_overrides()
+
+    def _start_diagnostics_timer(self, period: float) -> None:
+        if self._diag_timer is not None:
+            if abs(self._diag_period - period) < 1e-9:
+                return
+            self.destroy_timer(self._diag_timer)
+        self._diag_period = period
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # ================================================================================ parameters
+    def _declare_all(self) -> None:
+        overrides = getattr(self, "_parameter_overrides", {})
+        for spec in core.PARAMS:
+            descriptor = ParameterDescriptor(
+                description=spec.description,
+                additional_constraints="; ".join(
+                    part for part in (spec.constraints, "runtime-updatable" if spec.dynamic else "") if part),
+                type=_ROS_TYPES[spec.kind],
+            )
+            try:
+                self.declare_parameter(spec.name, spec.default, descriptor)
+                continue
+            except (InvalidParameterTypeException, InvalidParameterValueException):
+                pass
+            # an override of the wrong ROS type: keep the node alive with the default, then coerce what is
+            # safe (an integer for a double, an integer list for a double list) or fail configure
+            self.declare_parameter(spec.name, spec.default, descriptor, ignore_override=True)
+            override = overrides.get(spec.name)
+            raw = override.value if override is not None else None
+            try:
+                value = core.coerce(spec, raw)
+            except TypeError as exc:
+                self._declare_errors.append(f"{spec.name}: {exc}")
+                continue
+            self.set_parameters([Parameter(spec.name, value=value)])
+
+    def _warn_unknown_overrides(self) -> None:
+        overrides = getattr(self, "_parameter_overrides", {})
+        unknown = sorted(
+            name for name in overrides
+            if name not in core.PARAM_SPECS and name not in _FOREIGN_PARAMS and not name.startswith("qos_overrides.")
+        )
+        if unknown:
+            self.get_logger().warning(
+                f"ignoring unknown parameter(s) {', '.join(unknown)} (typo? see config/fusion.yaml for the list)"
+            )
+
+    def _param_or_default(self, name: str):
+        value, reason = core.check_value(name, self.get_parameter(name).value)
+        return core.PARAM_SPECS[name].default if reason else value
+
+    def _gather(self) -> dict:
+        return {spec.name: self.get_parameter(spec.name).value for spec in core.PARAMS}
+
+    def _coerce_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
+        """Pre-set hook: an integer for a double parameter (``score_threshold:=1``) becomes a double."""
+        out = []
+        for param in parameters:
+            spec = core.PARAM_SPECS.get(param.name)
+            if spec is not None and spec.kind in ("double", "double_array"):
+                try:
+                    param = Parameter(param.name, value=core.coerce(spec, param.value))
+                except TypeError:
+                    pass  # left as is: rclpy rejects the wrong type with its own reason
+            out.append(param)
+        return out
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        configured = self._state in ("inactive", "active")
+        updates = {}
+        for param in parameters:
+            if param.name not in core.PARAM_SPECS:
+                continue
+            value, reason = core.check_runtime_update(param.name, param.value, configured)
+            if reason:
+                self.get_logger().warning(f"rejected parameter change: {reason}")
+                return SetParametersResult(successful=False, reason=reason)
+            updates[param.name] = value
+        engine = self._engine
+        dynamic = {k: v for k, v in updates.items() if k in core.DYNAMIC_PARAMS}
+        if engine is not None and dynamic:
+            try:
+                engine.set_thresholds(**dynamic)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.get_logger().info(
+                "updated " + ", ".join(f"{k}={v}" for k, v in dynamic.items()) + " (from the next frame)"
+            )
+        return SetParametersResult(successful=True)
+
+    # ================================================================================= lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:  # never let a transition die with a traceback: report and stay unconfigured
+            self._fail_configure(f"unexpected {type(exc).__name__}: {exc}")
+            self.get_logger().debug(traceback.format_exc())
+            self._release_engine()
+            return TransitionCallbackReturn.FAILURE
+
+    def _fail_configure(self, reason: str) -> None:
+        self._configure_error = reason
+        self.get_logger().error(f"configure failed: {reason}")
+
+    def _configure(self) -> TransitionCallbackReturn:
+        problems = list(self._declare_errors)  # overrides of the wrong type (their default is in place)
+        try:
+            cfg = core.validate_params(self._gather())
+        except core.ParamError as exc:
+            problems += exc.problems
+        if problems:
+            self._fail_configure(str(core.ParamError(problems)))
+            return TransitionCallbackReturn.FAILURE
+
+        from ..checkpoint import DEFAULT_MODEL
+        from ..classes import load_classes
+        from ..engine import EngineError, create_engine
+
+        try:
+            classes = load_classes(cfg["classes_file"] or None)
+        except (OSError, ValueError) as exc:
+            self._fail_configure(f"classes_file: {exc}")
+            return TransitionCallbackReturn.FAILURE
+
+        model = Path(cfg["model_path"]) if cfg["model_path"] else DEFAULT_MODEL
+        options = {
+            "score_threshold": cfg["score_threshold"],
+            "nms_iou": cfg["nms_iou"],
+            "max_detections": cfg["max_detections"],
+            "registration": cfg.registration,
+        }
+        if cfg.input_size:
+            options["input_size"] = cfg.input_size
+        if cfg["num_threads"] > 0:
+            options["num_threads"] = options["intra_op_threads"] = cfg["num_threads"]
+        self.get_logger().info(f"loading {model} (backend {cfg['backend']}, device {cfg['device']}) ...")
+        started = time.perf_counter()
+        try:
+            engine = create_engine(model, backend=cfg["backend"], device=cfg.device, **options)
+        except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
+            self._fail_configure(f"cannot load the engine: {exc}")
+            return TransitionCallbackReturn.FAILURE
+
+        self._engine = engine
+        self._cfg = cfg
+        self._det_names = tuple(engine.det_classes)
+        self._det_colors = core.class_colors(engine.det_classes, classes.detection)
+        self._seg_colors = core.class_colors(engine.seg_classes, classes.segmentation)
+        self._sync = ApproximateTimeSynchronizer(
+            2, queue_size=cfg["sync.queue_size"], slop=cfg["sync.slop"],
+            inter_message_lower_bounds=cfg["sync.inter_message_lower_bound"],
+        )
+        self._last_stamp = [None, None]
+        self._throttle = core.LogThrottle(cfg["log_throttle"])
+        self._start_diagnostics_timer(cfg["diagnostics.period"])
+        self._configure_error = ""
+        self._state = "inactive"
+        h, w = engine.input_size
+        fallbacks = getattr(engine, "fallback_reasons", None)
+        self.get_logger().info(
+            f"configured: {engine.backend} at {w}x{h} (WxH) in {time.perf_counter() - started:.1f} s, "
+            f"{len(self._det_names)} detection classes, registration {cfg['registration.mode']}"
+            + (f"; skipped backends: {' | '.join(fallbacks)}" if fallbacks else "")
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._activate()
+        except Exception as exc:  # e.g. vision_msgs missing: say so, stay inactive
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            self._stop_io()
+            return TransitionCallbackReturn.FAILURE
+        return super().on_activate(state)
+
+    def _activate(self) -> None:
+        cfg = self._cfg
+        out_qos = ros_convert.qos_profile(cfg["output_qos.reliability"], cfg["output_qos.depth"])
+        in_qos = ros_convert.qos_profile(cfg["input_qos.reliability"], cfg["input_qos.depth"])
+        pubs = {}
+        if cfg["publish_fused"]:
+            pubs["fused"] = self.create_publisher(Image, "fused/image", out_qos)
+        if cfg["publish_detections"]:
+            from vision_msgs.msg import Detection2DArray
+
+            pubs["detections"] = self.create_publisher(Detection2DArray, "detections", out_qos)
+        if cfg["publish_segmentation"]:
+            pubs["mask"] = self.create_publisher(Image, "segmentation/mask", out_qos)
+        if cfg["publish_segmentation_color"]:
+            pubs["seg_color"] = self.create_publisher(Image, "segmentation/color", out_qos)
+        if cfg["publish_detection_image"]:
+            pubs["det_image"] = self.create_publisher(Image, "detections/image", out_qos)
+        with self._pub_lock:
+            self._pubs = pubs
+        self._slot = core.LatestSlot()
+        self._worker = threading.Thread(target=self._work, args=(self._slot,), name="fusion_worker", daemon=True)
+        self._worker.start()
+        for index, role in enumerate(ROLES):
+            topic = cfg[f"{role}_topic"]
+            if cfg[f"{role}_transport"] == "compressed":
+                sub = self.create_subscription(
+                    CompressedImage, f"{topic}/compressed",
+                    lambda msg, i=index: self._on_compressed(i, msg), in_qos)
+            else:
+                sub = self.create_subscription(Image, topic, lambda msg, i=index: self._on_image(i, msg), in_qos)
+            self._subs.append(sub)
+        self._active_since = time.monotonic()
+        self._state = "active"
+        names = [s.topic_name for s in self._subs]
+        self.get_logger().info(f"active: subscribed to {', '.join(names)}; publishing {', '.join(sorted(pubs))}")
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_io()
+        self._release_engine()
+        self._state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.teardown()
+        self._state = "finalized"
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while in state '{state.label}': releasing everything, back to unconfigured")
+        self.teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def teardown(self) -> None:
+        """Stop subscriptions, the worker and publishers and release the engine (idempotent)."""
+        self._stop_io()
+        self._release_engine()
+        if self._state != "finalized":
+            self._state = "unconfigured"
+
+    def _stop_io(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._slot is not None:
+            self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            if self._worker.is_alive():
+                self.get_logger().warning("worker thread still busy after 30 s; continuing without it")
+        self._worker, self._slot = None, None
+        with self._pub_lock:
+            pubs, self._pubs = self._pubs, {}
+        for pub in pubs.values():
+            self.destroy_publisher(pub)
+
+    def _release_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as exc:  # best effort
+                self.get_logger().warning(f"engine close failed: {exc}")
+        self._sync = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def autostart(self) -> bool:
+        """Plain-node mode: configure + activate now. False (node alive, unconfigured) if configure fails."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self.get_logger().error(
+                "not starting: fix the problem above, then configure the node through its lifecycle services "
+                "(or restart it)"
+            )
+            return False
+        return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    # ==================================================================================== inputs
+    def _reject(self, index: int, reason: str, message: str) -> None:
+        monitor = self._inputs[index]
+        monitor.on_bad(reason, message)
+        allowed, suppressed = self._throttle.allow((index, reason))
+        if allowed:
+            more = f" ({suppressed} similar since the last report)" if suppressed else ""
+            self.get_logger().warning(f"{ROLES[index]} input rejected [{reason}]: {message}{more}")
+
+    def _on_image(self, index: int, msg: Image) -> None:
+        now = time.monotonic()
+        self._inputs[index].on_receive(now)
+        try:
+            array, encoding = core.decode_image(msg, ROLES[index])
+        except ImageConversionError as exc:
+            self._reject(index, core.classify_error(str(exc)), str(exc))
+            return
+        frame = core.Frame(array, encoding, msg.header.frame_id, ros_convert.stamp_to_ns(msg.header.stamp), now)
+        self._offer(index, frame)
+
+    def _on_compressed(self, index: int, msg: CompressedImage) -> None:
+        now = time.monotonic()
+        self._inputs[index].on_receive(now)
+        if len(msg.data) == 0:
+            self._reject(index, "empty", f"compressed image ('{msg.format}') has no data")
+            return
+        frame = core.Frame(None, "", msg.header.frame_id, ros_convert.stamp_to_ns(msg.header.stamp), now,
+                           compressed=(msg.format, msg.data))
+        self._offer(index, frame)
+
+    def _offer(self, index: int, frame: core.Frame) -> None:
+        sync, slot, cfg = self._sync, self._slot, self._cfg
+        if sync is None or slot is None:
+            return
+        last = self._last_stamp[index]
+        jump = cfg["sync.reset_on_jump_back"]
+        if last is not None and jump > 0 and last - frame.stamp_ns > jump * 1e9:
+            self.get_logger().warning(
+                f"{ROLES[index]} stamp jumped back {(last - frame.stamp_ns) * 1e-9:.2f} s (bag loop or simulator "
+                "reset?): resetting the synchronizer"
+            )
+            sync.reset()
+            self._last_stamp = [None, None]
+            last = None
+        if last is not None and frame.stamp_ns <= last:
+            if frame.stamp_ns == last:
+                kind, what = "duplicate", "repeats the previous message's stamp"
+            else:
+                older_ms = (last - frame.stamp_ns) * 1e-6
+                kind, what = "out_of_order", f"is {older_ms:.1f} ms older than the previous message"
+            self._reject(index, kind, f"stamp {frame.stamp_ns * 1e-9:.6f} {what}; dropped")
+            sync.add_ns(index, frame.stamp_ns, frame)  # counted there too (sync stats)
+            return
+        self._last_stamp[index] = frame.stamp_ns
+        for thermal, rgb in sync.add_ns(index, frame.stamp_ns, frame):
+            now = time.monotonic()
+            self._pair_rate.tick(now)
+            slot.put(_Pair(thermal, rgb, now))
+
+    # ==================================================================================== worker
+    def _work(self, slot: core.LatestSlot) -> None:
+        while not slot.closed:
+            pair = slot.take(timeout=0.5)
+            if pair is None:
+                continue
+            try:
+                self._process(pair)
+            except Exception as exc:  # keep the worker alive whatever happens
+                self._engine_failure(f"unexpected {type(exc).__name__} in the worker: {exc}")
+
+    def _decode(self, index: int, frame: core.Frame):
+        if frame.compressed is not None:
+            fmt, data = frame.compressed
+            return core.decode_compressed(fmt, data, ROLES[index])
+        return frame.array, frame.encoding
+
+    def _process(self, pair: _Pair) -> None:
+        taken = time.monotonic()
+        cfg, engine = self._cfg, self._engine
+        if cfg is None or engine is None:
+            return
+        frames = (pair.thermal, pair.rgb)
+        arrays = []
+        for index in (THERMAL, RGB):
+            try:
+                arrays.append(self._decode(index, frames[index]))
+            except ImageConversionError as exc:
+                self._reject(index, core.classify_error(str(exc)), str(exc))
+                return
+        (thermal, t_enc), (rgb, c_enc) = arrays
+        reason = core.check_pair_geometry(thermal.shape[:2], rgb.shape[:2], cfg.registration.is_identity,
+                                          cfg["registration.max_aspect_mismatch"])
+        if reason:
+            self._reject(THERMAL, "size_mismatch", reason)
+            return
+        try:
+            value_range = None
+            if cfg["thermal.mode"] == "fixed":
+                value_range = cfg.thermal_range(t_enc, engine.info.thermal_range)
+            thermal_unit = core.thermal_to_unit(thermal, t_enc, cfg["thermal.mode"], value_range)
+        except (ImageConversionError, ValueError) as exc:
+            self._reject(THERMAL, core.classify_error(str(exc)), str(exc))
+            return
+        try:
+            rgb8 = core.to_rgb8(rgb, c_enc)
+        except ImageConversionError as exc:
+            self._reject(RGB, "encoding", str(exc))
+            return
+
+        from ..engine import InputError
+
+        started = time.perf_counter()
+        try:
+            result = engine.infer(thermal_unit, rgb8)
+        except InputError as exc:
+            self._reject(THERMAL, "engine_input", str(exc))
+            return
+        except Exception as exc:
+            self._engine_failure(f"{type(exc).__name__}: {exc}")
+            return
+        engine_ms = (time.perf_counter() - started) * 1e3
+
+        header = ros_convert.make_header(pair.rgb.stamp_ns, pair.rgb.frame_id or cfg["default_frame_id"])
+        with self._pub_lock:
+            pubs = self._pubs
+            if not pubs:
+                return  # deactivated meanwhile
+            fused_bgr = None
+            if "fused" in pubs or "det_image" in pubs:
+                fused_bgr = cv2.cvtColor(result.fused, cv2.COLOR_RGB2BGR)
+            if "fused" in pubs:
+                pubs["fused"].publish(ros_convert.image_msg(fused_bgr, "bgr8", header))
+            if "detections" in pubs:
+                pubs["detections"].publish(ros_convert.detections_msg(result.detections, self._det_names, header))
+            if "mask" in pubs:
+                pubs["mask"].publish(ros_convert.image_msg(result.segmentation, "mono8", header))
+            if "seg_color" in pubs:
+                color = core.colorize_mask(result.segmentation, self._seg_colors)
+                pubs["seg_color"].publish(ros_convert.image_msg(color, "bgr8", header))
+            if "det_image" in pubs:
+                overlay = core.render_detections(fused_bgr, result.detections, self._det_names, self._det_colors)
+                pubs["det_image"].publish(ros_convert.image_msg(overlay, "bgr8", header))
+        done = time.monotonic()
+        self._engine_monitor.on_success(done, engine_ms, (done - pair.ready) * 1e3, (taken - pair.ready) * 1e3)
+
+    def _engine_failure(self, message: str) -> None:
+        self._engine_monitor.on_failure(message)
+        allowed, suppressed = self._throttle.allow(("engine",))
+        if allowed:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            self.get_logger().error(
+                f"engine failure #{self._engine_monitor.failures} "
+                f"({self._engine_monitor.consecutive_failures} in a row): {message}{more}"
+            )
+
+    # =============================================================================== diagnostics
+    def _publish_diagnostics(self) -> None:
+        try:
+            self._diag_pub.publish(
+                ros_convert.diagnostic_array(self.diagnostics(), self.get_clock().now().to_msg(), self._prefix)
+            )
+        except Exception as exc:  # diagnostics must never take the node down
+            allowed, _ = self._throttle.allow(("diagnostics",))
+            if allowed:
+                self.get_logger().warning(f"cannot publish diagnostics: {exc}")
+
+    def diagnostics(self) -> list[core.Status]:
+        now = time.monotonic()
+        cfg = self._cfg
+        active = self._state == "active"
+        timeout = cfg["diagnostics.silent_timeout"] if cfg else self._param_or_default("diagnostics.silent_timeout")
+        threshold = (cfg["diagnostics.engine_error_threshold"] if cfg
+                     else self._param_or_default("diagnostics.engine_error_threshold"))
+        sync = self._sync
+        stats = sync.stats if sync is not None else None
+        statuses = [
+            core.input_status(self._prefix, self._inputs[i], i, stats, now, self._active_since, timeout, active)
+            for i in (THERMAL, RGB)
+        ]
+        for i, status in enumerate(statuses):  # one log line when an input goes silent, one when it is back
+            silent = status.level == core.WARN
+            if silent != self._silent[i]:
+                self._silent[i] = silent
+                if silent:
+                    self.get_logger().warning(status.message)
+                else:
+                    self.get_logger().info(f"{ROLES[i]} input back: {status.message}")
+        statuses.append(core.sync_status(self._prefix, stats, self._pair_rate.rate(now), self._slot))
+        engine = self._engine
+        backend = engine.backend if engine is not None else ""
+        statuses.append(core.engine_status(self._prefix, self._engine_monitor, backend, threshold, now, self._state,
+                                           self._configure_error))
+        return statuses
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = FusionNode()
+    except Exception as exc:  # e.g. a malformed --ros-args; say what, no traceback
+        print(f"fusion_node: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    if not node.get_parameter("lifecycle").value:
+        node.autostart()
+    else:
+        node.get_logger().info("lifecycle mode: waiting for configure/activate (or run with -p lifecycle:=false)")
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.teardown()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
