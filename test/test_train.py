@@ -104,3 +104,20 @@ def test_torchrun_two_processes_gloo_stay_in_sync(tmp_path):
     sums = sorted(line.split()[-1] for line in proc.stdout.splitlines() if "parameter checksum" in line)
     assert len(sums) == 2 and sums[0] == sums[1], proc.stdout
     assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("mode", ["two_stage", "ir_only", "rgb_only", "average"])
+def test_baseline_fusion_modes_never_take_hypergradient_steps(tmp_path, mode):
+    cfg = copy.deepcopy(TINY)
+    cfg["fusion_mode"] = mode
+    trainer = Trainer(cfg, tmp_path / mode)
+    trainer.fit(stop_after=trainer.warmup_steps)  # two_stage: the warm start moves alpha
+    alpha = [p.detach().clone() for p in trainer.alpha]
+    trainer.fit()
+    assert {r["phase"] for r in trainer.history[trainer.warmup_steps:]} == {"lower"}
+    assert all(torch.equal(a, p) for a, p in zip(alpha, trainer.alpha))  # frozen after the warm start
+    assert trainer.warmup_steps == (2 if mode == "two_stage" else 0)
+    fused, _ = trainer.fuse(torch.rand(1, 1, 8, 8), torch.rand(1, 3, 8, 8))
+    assert fused.shape == (1, 3, 8, 8)
+    result = trainer.evaluate(trainer.val_set)
+    assert 0.0 <= result["map50"] <= 1.0

@@ -35,13 +35,16 @@ from tqdm import tqdm
 from fusion_ros.checkpoint import ModelMeta, save_model
 from fusion_ros.classes import load_classes
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
-from fusion_ros.model import FusedPerceptionNet, ModelConfig
+from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_ros.postprocess import decode_detections, segmentation_mask
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros
 from training.data import build_dataset, collate
 
 TASKS = ("visual", "semantic")
+# What the semantic module reads. "bilevel" is the method; the others are the quality benchmark's
+# baselines: a fusion net trained on the fusion loss alone then frozen (two-stage), or a fixed image.
+FUSION_MODES = ("bilevel", "two_stage", "ir_only", "rgb_only", "average")
 
 
 @dataclass
@@ -101,6 +104,11 @@ class Trainer:
         self.train_set, self.heldout_set, self.val_set = (
             build_dataset(cfg["data"], split, self.thermal_range, classes=classes) for split in ("train", "heldout", "val")
         )
+        self.fusion_mode = cfg.get("fusion_mode", "bilevel")
+        if self.fusion_mode not in FUSION_MODES:
+            raise ValueError(f"fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
+        learned = self.fusion_mode in ("bilevel", "two_stage")
+        self.warmup_steps = self.sched.fusion_warmup_steps if learned else 0
         self.step = 0  # counts warm-up and bi-level steps together
         self.history: list[dict] = []
 
@@ -131,6 +139,18 @@ class Trainer:
             for x1, y1, x2, y2 in boxes.round().long().tolist():
                 inside[i, :, y1:y2, x1:x2] = 1.0
         return sal * inside
+
+    def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused RGB and Y the task modules see: F_alpha, or a fixed baseline image."""
+        if self.fusion_mode in ("bilevel", "two_stage"):
+            return self.model.fuse(thermal, rgb)
+        if self.fusion_mode == "ir_only":
+            return thermal.expand(-1, 3, -1, -1), thermal
+        if self.fusion_mode == "rgb_only":
+            return rgb, L.rgb_to_luma(rgb)
+        ycbcr = rgb_to_ycbcr(rgb)  # average: mean of IR and visible luminance, visible colour
+        fused_y = 0.5 * (thermal + ycbcr[:, :1])
+        return ycbcr_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), fused_y
 
     # -------------------------------------------------------------------------------------- the losses
     def upper_fusion_loss(self, b: dict, fused_y: torch.Tensor):
@@ -182,11 +202,11 @@ class Trainer:
             self.opt_lower[task].zero_grad(set_to_none=True)
 
     def bilevel_step(self, b: dict, draw: int) -> dict:
-        hyper = draw % self.sched.fusion_every == 0
+        hyper = self.fusion_mode == "bilevel" and draw % self.sched.fusion_every == 0
         with torch.set_grad_enabled(True):
             if not hyper:  # alpha fixed: the task modules see the fused image as data
                 with torch.no_grad():
-                    fused, fused_y = self.model.fuse(b["thermal"], b["rgb"])
+                    fused, fused_y = self.fuse(b["thermal"], b["rgb"])
                 f, logs = self.task_losses(b, fused, fused_y, lower=True)
                 self.lower_step({t: self.all_reduce(grads_or_zeros(f[t], self.y[t])) for t in TASKS})
                 return {"phase": "lower", **{f"f_{t}": f[t].item() for t in TASKS}, **logs}
@@ -237,7 +257,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after: int | None = None) -> None:
-        total = self.sched.fusion_warmup_steps + self.sched.steps
+        total = self.warmup_steps + self.sched.steps
         log_file = open(self.out / "log.jsonl", "a") if self.main_process else None
         bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.main_process)
         done_now = 0
@@ -245,7 +265,7 @@ class Trainer:
         while self.step < total:
             t0 = time.perf_counter()
             b = self.batch(self.train_set, self.step)
-            bilevel_step = self.step - self.sched.fusion_warmup_steps
+            bilevel_step = self.step - self.warmup_steps
             self.set_learning_rates(bilevel_step)
             row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
             row = {"step": self.step, "seconds": time.perf_counter() - t0, **row}
@@ -273,27 +293,33 @@ class Trainer:
             print(f"rank {self.rank} parameter checksum {checksum:.10e}", flush=True)
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def evaluate(self, dataset) -> dict:
+        """mAP (COCO, when the data has boxes) and mIoU of the current model on a dataset."""
         self.model.eval()
         preds, gts, cm = [], [], ConfusionMatrix(len(self.seg_classes))
-        for i in range(len(self.val_set)):
-            s = self.val_set[i]
-            out = self.model(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device))
+        for i in range(len(dataset)):
+            s = dataset[i]
+            fused, _ = self.fuse(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device))
+            cls_logits, box_ltrb, centerness, seg_logits = self.model.perceive(fused)
             h, w = s["thermal"].shape[-2:]
-            dets = decode_detections(out.cls_logits[0].cpu().numpy(), out.box_ltrb[0].cpu().numpy(),
-                                     out.centerness[0].cpu().numpy(), (h, w), score_threshold=0.05)
+            dets = decode_detections(cls_logits[0].cpu().numpy(), box_ltrb[0].cpu().numpy(),
+                                     centerness[0].cpu().numpy(), (h, w), score_threshold=0.05)
             preds.append((dets.boxes, dets.scores, dets.labels))
             gts.append((s["boxes"].numpy(), s["labels"].numpy()))
             if s["mask"] is not None:
-                cm.update(segmentation_mask(out.seg_logits[0].cpu().numpy()), s["mask"].numpy())
+                cm.update(segmentation_mask(seg_logits[0].cpu().numpy()), s["mask"].numpy())
+        self.model.train()
         result = {"step": self.step, "miou": cm.miou(), "map50": None, "map50_95": None, "ap50": None}
         if any(len(labels) for _, labels in gts):  # segmentation-only datasets have no boxes to score
             report = evaluate_detections(preds, gts, self.det_classes)
             result.update(map50=report.map50, map50_95=report.map50_95, ap50=report.ap50)
+        return result
+
+    def validate(self) -> dict:
+        result = self.evaluate(self.val_set)
         with open(self.out / "val.jsonl", "a") as f:
             f.write(json.dumps(result, default=_json_nan) + "\n")
         tqdm.write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
-        self.model.train()
         self.last_val = result
         return result
 
@@ -323,7 +349,7 @@ class Trainer:
         self.step = state["step"]
 
     def finish(self) -> None:
-        info = {"config": self.cfg, "date": date.today().isoformat(), "steps": self.step,
+        info = {"config": self.cfg, "date": date.today().isoformat(), "steps": self.step, "fusion_mode": self.fusion_mode,
                 "validation": getattr(self, "last_val", None)}
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
