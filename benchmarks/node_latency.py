@@ -37,33 +37,7 @@ sys.path.insert(0, str(ROOT))
 # Fast DDS profile with 16 MB shared-memory segments: with the default transports (and with
 # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, which leaves only UDP loopback) best-effort 1 MB images are
 # mostly lost as fragments on this kind of machine; --fastdds-shm measures the node with this profile.
-FASTDDS_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large</transport_id>
-        <type>SHM</type>
-        <segment_size>16777216</segment_size>
-        <maxMessageSize>16777216</maxMessageSize>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp</transport_id>
-        <type>UDPv4</type>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="fusion_bench_shm" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>shm_large</transport_id>
-          <transport_id>udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+FASTDDS_SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 
 
 def rss_mb(pid: int) -> float | None:
@@ -120,9 +94,7 @@ def main(argv=None) -> int:
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_LOG_DIR=str(tmp / "ros_log"))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # keep the traffic on this host
     if args.fastdds_shm:
-        profile = tmp / "fastdds_shm.xml"
-        profile.write_text(FASTDDS_SHM_PROFILE)
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_SHM_PROFILE)
 
     from fusion_ros.checkpoint import DEFAULT_MODEL
 

@@ -31,11 +31,9 @@ sys.path.insert(0, str(ROOT))
 from fusion_ros.checkpoint import DEFAULT_MODEL, load_model  # noqa: E402
 from fusion_ros.metrics import fusion_metrics  # noqa: E402
 from fusion_ros.model import rgb_to_ycbcr  # noqa: E402
+from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import SyntheticPairs  # noqa: E402
 from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
-
-HOLDOUT_CONDITIONS = {"night": 0.5, "fog": 0.4, "glare": 0.1}
-
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):

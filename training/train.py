@@ -74,8 +74,9 @@ def load_config(path: str | Path) -> dict:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, out_dir: Path, device: str = "cpu"):
+    def __init__(self, cfg: dict, out_dir: Path, device: str = "cpu", config_path: str | None = None):
         self.cfg, self.out, self.device = cfg, Path(out_dir), torch.device(device)
+        self.config_path = config_path
         # data parallel (torchrun): every rank draws its own slice of each batch, gradients are averaged
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
@@ -349,7 +350,8 @@ class Trainer:
         self.step = state["step"]
 
     def finish(self) -> None:
-        info = {"config": self.cfg, "date": date.today().isoformat(), "steps": self.step, "fusion_mode": self.fusion_mode,
+        info = {"config": self.cfg, "config_path": self.config_path, "date": date.today().isoformat(), "steps": self.step,
+                "fusion_mode": self.fusion_mode,
                 "validation": getattr(self, "last_val", None)}
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
@@ -382,7 +384,7 @@ def main(argv=None) -> int:
         dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
         if args.device == "cuda":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    trainer = Trainer(cfg, out, args.device)
+    trainer = Trainer(cfg, out, args.device, config_path=args.config)
     ckpt = out / "checkpoint.pt"
     if args.resume:
         if not ckpt.is_file():
