@@ -27,6 +27,9 @@ setup(
         "console_scripts": [
             "fusion-demo = fusion_ros.demo:main",
             "fusion_node = fusion_ros.nodes.fusion_node:main",
+            "fusion-make-sample-bag = fusion_ros.bag.sample:main",
+            "fusion-eval-bag = fusion_ros.bag.evaluate:main",
+            "fusion-play-bag = fusion_ros.nodes.bag_player:main",
             "fusion-make-dataset = fusion_ros.synthetic:main",
             "fusion-train = training.train:main",
             "fusion-export = training.export:main",

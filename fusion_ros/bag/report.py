@@ -1,0 +1,182 @@
+"""Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate).
+
+``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation.
+``save_latency_histogram``: per-pair latency histograms (total, engine, and its inference part).
+``write_report``: report.md from the metrics dict, linking the PNGs beside it.
+Matplotlib is used through Figure + the Agg canvas (no pyplot state, no display needed).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
+           ("segmentation", "segmentation"))
+TILE_WIDTH = 320
+
+
+def _tile(image: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    if image is None:
+        return np.zeros((height, width, 3), np.uint8)
+    if image.ndim == 2:
+        image = cv2.applyColorMap(image, cv2.COLORMAP_INFERNO)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def save_sample_grid(samples: list[dict], path: str | Path) -> Path:
+    """PNG grid of sample frames (BGR / grey arrays keyed like COLUMNS), with a title row."""
+    path = Path(path)
+    first = next(s["rgb"] for s in samples)
+    h0, w0 = first.shape[:2]
+    width = min(TILE_WIDTH, w0)
+    height = max(int(round(h0 * width / w0)), 1)
+    header = np.full((24, width * len(COLUMNS), 3), 255, np.uint8)
+    for c, (_, title) in enumerate(COLUMNS):
+        cv2.putText(header, title, (c * width + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    rows = [header]
+    for sample in samples:
+        tiles = [_tile(sample.get(key), width, height) for key, _ in COLUMNS]
+        row = np.concatenate(tiles, axis=1)
+        label = (f"t={sample.get('t_s', 0.0):+.2f} s (stamp {sample['stamp_ns'] / 1e9:.3f}), "
+                 f"{sample.get('num_detections', 0)} detections")
+        cv2.putText(row, label, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.concatenate(rows, axis=0)):
+        raise OSError(f"cannot write {path}")
+    return path
+
+
+def save_latency_histogram(timings: dict, path: str | Path) -> Path:
+    """Histogram of per-pair latencies (ms): total (decode -> outputs written), engine, network only."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    series = [("total", "total per pair"), ("engine", "engine.infer() call"), ("engine.infer", "network only")]
+    values = [np.asarray([v for v in timings.get(k, []) if np.isfinite(v)]) for k, _ in series]
+    top = max((float(np.percentile(v, 99.5)) for v in values if v.size), default=1.0)
+    bins = np.linspace(0.0, top * 1.05 + 1e-6, 40)
+    for (key, label), v in zip(series, values):
+        if v.size:
+            ax.hist(np.clip(v, 0, bins[-1]), bins=bins, alpha=0.5,
+                    label=f"{label}: p50 {np.percentile(v, 50):.1f}, p95 {np.percentile(v, 95):.1f} ms")
+    ax.set_xlabel("milliseconds")
+    ax.set_ylabel("pairs")
+    ax.set_title("latency per thermal/RGB pair")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_report(metrics: dict, path: str | Path) -> Path:
+    path = Path(path)
+    m = metrics
+    lines = [f"# Bag evaluation: {Path(m['bag']['path']).name}", ""]
+    lines += [f"- bag: `{m['bag']['path']}` ({m['bag']['storage']}, {m['bag']['duration_s']:.2f} s, "
+              f"{m['bag']['message_count']} messages)",
+              f"- model: `{m['model']['path']}` on **{m['model']['backend']}**, network input "
+              f"{m['model']['input_size'][1]}x{m['model']['input_size'][0]} (WxH)",
+              f"- pairs evaluated: **{m['pairs']['processed']}** of {m['pairs']['paired']} formed by the synchronizer "
+              f"(slop {m['config']['sync.slop']} s, queue {m['config']['sync.queue_size']}); "
+              f"{m['throughput']['pairs_per_s'] or 0:.2f} pairs/s offline "
+              f"(the bag holds {m['throughput']['bag_pairs_per_s'] or 0:.2f} pairs/s)", ""]
+    if m.get("read_error"):
+        lines += [f"> **The bag could not be read to the end**: {m['read_error']}", ""]
+    if m["pairs"].get("stopped_at_max_pairs"):
+        lines += ["> Stopped at --max-pairs.", ""]
+
+    lines += ["## Inputs", "", "| input | topic | in bag | seen | paired | dropped (total) | of which |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for name, inp in m["inputs"].items():
+        parts = {**{f"rejected {k}": v for k, v in inp["rejected"].items()},
+                 **{k: v for k, v in inp["dropped"].items() if v}}
+        lines.append(f"| {name} | `{inp['topic']}` | {inp['messages_in_bag']} | {inp['seen']} | {inp['paired']} | "
+                     f"{inp['dropped_total']} | {', '.join(f'{k} {v}' for k, v in parts.items()) or '-'} |")
+    skew = m["sync_skew_ms"]
+    lines += ["", f"Sync skew |t_thermal - t_rgb|: mean {_num(skew.get('mean'), 2)} ms, "
+              f"p95 {_num(skew.get('p95'), 2)} ms, "
+              f"max {_num(skew.get('max'), 2)} ms. Synchronizer resets (stamps jumping back): "
+              f"{m['pairs']['sync_resets']}. Pairs rejected before the engine: {m['pairs']['rejected'] or 0}; "
+              f"engine failures: {m['pairs']['engine_failures']}.", ""]
+
+    lines += ["## Latency (ms per pair, offline, this machine)", "", "| stage | p50 | p95 | p99 | mean | n |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for stage, s in m["latency_ms"].items():
+        if s.get("count"):
+            lines.append(f"| {stage} | {_num(s['p50'], 2)} | {_num(s['p95'], 2)} | {_num(s['p99'], 2)} | "
+                         f"{_num(s['mean'], 2)} | {s['count']} |")
+    lines += ["", "read: storage + deserialize; decode: Image -> array; prepare: registration check, thermal "
+              "normalisation, RGB conversion; engine: `infer()` (pre / infer / post inside); outputs: annotated bag "
+              "messages; total: all of it for one pair.", ""]
+    if "latency" in m.get("pictures", {}):
+        lines += [f"![latency]({m['pictures']['latency']})", ""]
+
+    det = m.get("detection")
+    lines += ["## Detection", ""]
+    if det is None:
+        lines += ["No detection ground truth (pass --gt-detections TOPIC or --gt-file coco.json).", ""]
+    elif det.get("mAP50") is None:
+        lines += [f"mAP not computed: {det.get('skipped', 'no ground truth boxes')}", ""]
+    else:
+        lines += [f"Ground truth `{m['ground_truth']['detections']}`, matched by the RGB stamp on "
+                  f"{det['frames_matched']} frames ({det['gt_frames_without_processed_pair']} ground-truth frames had "
+                  f"no evaluated pair; {det['processed_pairs_without_gt']} pairs had no ground truth).", "",
+                  f"**mAP@0.5 = {_num(det['mAP50'])}, mAP@0.5:0.95 = {_num(det['mAP50_95'])}**", "",
+                  "| class | AP@0.5 | AP@0.5:0.95 | GT boxes |", "|---|---:|---:|---:|"]
+        for name, c in det["per_class"].items():
+            lines.append(f"| {name} | {_num(c['AP50'])} | {_num(c['AP50_95'])} | {c['num_gt']} |")
+        if det.get("unknown_gt_classes"):
+            lines += ["", f"Ground-truth boxes of classes the model lacks (skipped): {det['unknown_gt_classes']}"]
+        lines.append("")
+        if "pr_curve" in m.get("pictures", {}):
+            lines += [f"![PR curves]({m['pictures']['pr_curve']})", ""]
+
+    seg = m.get("segmentation")
+    lines += ["## Segmentation", ""]
+    if seg is None:
+        lines += ["No segmentation ground truth.", ""]
+    else:
+        lines += [f"mIoU **{_num(seg['mIoU'])}**, pixel accuracy {_num(seg['pixel_accuracy'])} over {seg['frames']} "
+                  f"frames (`{m['ground_truth']['segmentation']}`).", "", "| class | IoU |", "|---|---:|"]
+        lines += [f"| {n} | {_num(v)} |" for n, v in seg["iou_per_class"].items()]
+        lines.append("")
+
+    fm = m["fusion_metrics"]
+    lines += ["## Fusion quality", ""]
+    if fm["frames"]:
+        lines += [f"Mean over {fm['frames']} sampled frames (fused vs registered IR and RGB luminance; "
+                  "fusion_ros.metrics.fusion_metrics):", "", "| " + " | ".join(fm["mean"]) + " |",
+                  "|" + "---:|" * len(fm["mean"]), "| " + " | ".join(_num(v) for v in fm["mean"].values()) + " |", ""]
+    else:
+        lines += ["Not computed.", ""]
+
+    if "samples" in m.get("pictures", {}):
+        lines += ["## Sample frames", "", f"![samples]({m['pictures']['samples']})", ""]
+    if m.get("outputs"):
+        topics = ", ".join(f"`{t}` ({n})" for t, n in m["outputs"]["topics"].items())
+        lines += ["## Annotated bag", "", f"`{m['outputs']['bag']}` (mcap; open in Foxglove): {topics}. Stamps are "
+                  "the input RGB stamps; log times the RGB frames' log times.", ""]
+    if m.get("ignored_topics"):
+        lines += ["## Topics not used", ""]
+        lines += [f"- `{t}` ({i['type']}, {i['count']} msgs): {i['reason']}" for t, i in m["ignored_topics"].items()]
+        lines.append("")
+    if m.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in m["warnings"]] + [""]
+    path.write_text("\n".join(lines))
+    return path
