@@ -441,6 +441,119 @@ def check_pair_geometry(thermal_hw: tuple[int, int], rgb_hw: tuple[int, int], id
     return None
 
 
+# ------------------------------------------------------------------ pairing and pair preparation
+# The node's input path, as functions shared with the offline bag evaluator (fusion_ros.bag.evaluate),
+# so a bag replayed offline is paired, normalised and rejected exactly as the live node does it.
+THERMAL_INDEX, RGB_INDEX = 0, 1
+ROLES = ("thermal", "rgb")
+
+
+@dataclass
+class OfferOutcome:
+    """What offering one frame to the synchroniser did."""
+
+    pairs: list  # (thermal Frame, rgb Frame) sets completed by this frame, oldest first
+    reset_back_s: float | None = None  # seconds the stamp jumped back when that reset the synchroniser
+    rejected: tuple[str, str] | None = None  # (reason key, message) when the stamp was not newer
+
+
+def offer_frame(sync, last_stamps: list, index: int, frame: Frame, reset_on_jump_back: float) -> OfferOutcome:
+    """Feed ``frame`` (input ``index``) to ``sync``. ``last_stamps`` (one slot per input, updated in place)
+    holds the last accepted stamp of each input. A stamp more than ``reset_on_jump_back`` seconds older
+    than the last one (a bag loop, a simulator reset) resets the synchroniser first (0: never); a stamp
+    not newer than the last accepted one is rejected ('duplicate' / 'out_of_order') and also counted in
+    the synchroniser's statistics."""
+    last = last_stamps[index]
+    reset = None
+    if last is not None and reset_on_jump_back > 0 and last - frame.stamp_ns > reset_on_jump_back * 1e9:
+        reset = (last - frame.stamp_ns) * 1e-9
+        sync.reset()
+        for i in range(len(last_stamps)):
+            last_stamps[i] = None
+        last = None
+    if last is not None and frame.stamp_ns <= last:
+        if frame.stamp_ns == last:
+            kind, what = "duplicate", "repeats the previous message's stamp"
+        else:
+            older_ms = (last - frame.stamp_ns) * 1e-6
+            kind, what = "out_of_order", f"is {older_ms:.1f} ms older than the previous message"
+        sync.add_ns(index, frame.stamp_ns, frame)  # counted there too (sync stats)
+        return OfferOutcome([], reset, (kind, f"stamp {frame.stamp_ns * 1e-9:.6f} {what}; dropped"))
+    last_stamps[index] = frame.stamp_ns
+    return OfferOutcome(sync.add_ns(index, frame.stamp_ns, frame), reset, None)
+
+
+def decode_frame(frame: Frame, role: str) -> tuple[np.ndarray, str]:
+    """A queued frame -> (array, encoding): compressed data is decoded now, raw frames are already arrays."""
+    if frame.compressed is not None:
+        fmt, data = frame.compressed
+        return decode_compressed(fmt, data, role)
+    return frame.array, frame.encoding
+
+
+class PairRejected(Exception):
+    """A pair the node drops before the engine: ``index`` (THERMAL_INDEX / RGB_INDEX) is the input it is
+    counted against, ``reason`` the diagnostics key, the message says why."""
+
+    def __init__(self, index: int, reason: str, message: str):
+        super().__init__(message)
+        self.index, self.reason, self.message = index, reason, message
+
+
+def prepare_pair(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
+                 rgb_frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """A synchronised pair -> (thermal float32 H×W in 0..1, rgb uint8 H×W×3 RGB), the engine's inputs, or
+    PairRejected: undecodable data, a pair the configured registration cannot map, bad thermal values."""
+    decoded = []
+    for index, frame in ((THERMAL_INDEX, thermal_frame), (RGB_INDEX, rgb_frame)):
+        try:
+            decoded.append(decode_frame(frame, ROLES[index]))
+        except ImageConversionError as exc:
+            raise PairRejected(index, classify_error(str(exc)), str(exc)) from None
+    (thermal, t_enc), (rgb, c_enc) = decoded
+    reason = check_pair_geometry(thermal.shape[:2], rgb.shape[:2], cfg.registration.is_identity,
+                                 cfg["registration.max_aspect_mismatch"])
+    if reason:
+        raise PairRejected(THERMAL_INDEX, "size_mismatch", reason)
+    try:
+        value_range = None
+        if cfg["thermal.mode"] == "fixed":
+            value_range = cfg.thermal_range(t_enc, model_thermal_range)
+        thermal_unit = thermal_to_unit(thermal, t_enc, cfg["thermal.mode"], value_range)
+    except (ImageConversionError, ValueError) as exc:
+        raise PairRejected(THERMAL_INDEX, classify_error(str(exc)), str(exc)) from None
+    try:
+        rgb8 = to_rgb8(rgb, c_enc)
+    except ImageConversionError as exc:
+        raise PairRejected(RGB_INDEX, "encoding", str(exc)) from None
+    return thermal_unit, rgb8
+
+
+def engine_options(cfg: NodeConfig) -> dict:
+    """create_engine keyword options from the node's parameters (thresholds, registration, size, threads)."""
+    options = {
+        "score_threshold": cfg["score_threshold"],
+        "nms_iou": cfg["nms_iou"],
+        "max_detections": cfg["max_detections"],
+        "registration": cfg.registration,
+    }
+    if cfg.input_size:
+        options["input_size"] = cfg.input_size
+    if cfg["num_threads"] > 0:
+        options["num_threads"] = options["intra_op_threads"] = cfg["num_threads"]
+    return options
+
+
+def make_synchronizer(cfg: NodeConfig):
+    """The node's ApproximateTime synchroniser (thermal = input 0, RGB = input 1) for these parameters."""
+    from .sync import ApproximateTimeSynchronizer
+
+    return ApproximateTimeSynchronizer(
+        2, queue_size=cfg["sync.queue_size"], slop=cfg["sync.slop"],
+        inter_message_lower_bounds=cfg["sync.inter_message_lower_bound"],
+    )
+
+
 # ------------------------------------------------------------------------------- latest-pair worker slot
 class LatestSlot:
     """A one-item hand-off from the executor thread to the worker: ``put`` replaces an item the worker has

@@ -226,16 +226,7 @@ class FusionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
 
         model = Path(cfg["model_path"]) if cfg["model_path"] else DEFAULT_MODEL
-        options = {
-            "score_threshold": cfg["score_threshold"],
-            "nms_iou": cfg["nms_iou"],
-            "max_detections": cfg["max_detections"],
-            "registration": cfg.registration,
-        }
-        if cfg.input_size:
-            options["input_size"] = cfg.input_size
-        if cfg["num_threads"] > 0:
-            options["num_threads"] = options["intra_op_threads"] = cfg["num_threads"]
+        options = core.engine_options(cfg)
         self.get_logger().info(f"loading {model} (backend {cfg['backend']}, device {cfg['device']}) ...")
         started = time.perf_counter()
         try:
@@ -249,10 +240,7 @@ class FusionNode(LifecycleNode):
         self._det_names = tuple(engine.det_classes)
         self._det_colors = core.class_colors(engine.det_classes, classes.detection)
         self._seg_colors = core.class_colors(engine.seg_classes, classes.segmentation)
-        self._sync = ApproximateTimeSynchronizer(
-            2, queue_size=cfg["sync.queue_size"], slop=cfg["sync.slop"],
-            inter_message_lower_bounds=cfg["sync.inter_message_lower_bound"],
-        )
+        self._sync = core.make_synchronizer(cfg)
         self._last_stamp = [None, None]
         self._throttle = core.LogThrottle(cfg["log_throttle"])
         self._start_diagnostics_timer(cfg["diagnostics.period"])
@@ -413,27 +401,17 @@ class FusionNode(LifecycleNode):
         sync, slot, cfg = self._sync, self._slot, self._cfg
         if sync is None or slot is None:
             return
-        last = self._last_stamp[index]
-        jump = cfg["sync.reset_on_jump_back"]
-        if last is not None and jump > 0 and last - frame.stamp_ns > jump * 1e9:
+        # the same function pairs frames in the offline bag evaluator (fusion_ros.bag.evaluate)
+        outcome = core.offer_frame(sync, self._last_stamp, index, frame, cfg["sync.reset_on_jump_back"])
+        if outcome.reset_back_s is not None:
             self.get_logger().warning(
-                f"{ROLES[index]} stamp jumped back {(last - frame.stamp_ns) * 1e-9:.2f} s (bag loop or simulator "
+                f"{ROLES[index]} stamp jumped back {outcome.reset_back_s:.2f} s (bag loop or simulator "
                 "reset?): resetting the synchronizer"
             )
-            sync.reset()
-            self._last_stamp = [None, None]
-            last = None
-        if last is not None and frame.stamp_ns <= last:
-            if frame.stamp_ns == last:
-                kind, what = "duplicate", "repeats the previous message's stamp"
-            else:
-                older_ms = (last - frame.stamp_ns) * 1e-6
-                kind, what = "out_of_order", f"is {older_ms:.1f} ms older than the previous message"
-            self._reject(index, kind, f"stamp {frame.stamp_ns * 1e-9:.6f} {what}; dropped")
-            sync.add_ns(index, frame.stamp_ns, frame)  # counted there too (sync stats)
+        if outcome.rejected is not None:
+            self._reject(index, *outcome.rejected)
             return
-        self._last_stamp[index] = frame.stamp_ns
-        for thermal, rgb in sync.add_ns(index, frame.stamp_ns, frame):
+        for thermal, rgb in outcome.pairs:
             now = time.monotonic()
             self._pair_rate.tick(now)
             slot.put(_Pair(thermal, rgb, now))
@@ -449,43 +427,16 @@ class FusionNode(LifecycleNode):
             except Exception as exc:  # keep the worker alive whatever happens
                 self._engine_failure(f"unexpected {type(exc).__name__} in the worker: {exc}")
 
-    def _decode(self, index: int, frame: core.Frame):
-        if frame.compressed is not None:
-            fmt, data = frame.compressed
-            return core.decode_compressed(fmt, data, ROLES[index])
-        return frame.array, frame.encoding
-
     def _process(self, pair: _Pair) -> None:
         taken = time.monotonic()
         cfg, engine = self._cfg, self._engine
         if cfg is None or engine is None:
             return
-        frames = (pair.thermal, pair.rgb)
-        arrays = []
-        for index in (THERMAL, RGB):
-            try:
-                arrays.append(self._decode(index, frames[index]))
-            except ImageConversionError as exc:
-                self._reject(index, core.classify_error(str(exc)), str(exc))
-                return
-        (thermal, t_enc), (rgb, c_enc) = arrays
-        reason = core.check_pair_geometry(thermal.shape[:2], rgb.shape[:2], cfg.registration.is_identity,
-                                          cfg["registration.max_aspect_mismatch"])
-        if reason:
-            self._reject(THERMAL, "size_mismatch", reason)
-            return
+        # decode, registration check, thermal normalisation, RGB conversion: shared with the bag evaluator
         try:
-            value_range = None
-            if cfg["thermal.mode"] == "fixed":
-                value_range = cfg.thermal_range(t_enc, engine.info.thermal_range)
-            thermal_unit = core.thermal_to_unit(thermal, t_enc, cfg["thermal.mode"], value_range)
-        except (ImageConversionError, ValueError) as exc:
-            self._reject(THERMAL, core.classify_error(str(exc)), str(exc))
-            return
-        try:
-            rgb8 = core.to_rgb8(rgb, c_enc)
-        except ImageConversionError as exc:
-            self._reject(RGB, "encoding", str(exc))
+            thermal_unit, rgb8 = core.prepare_pair(cfg, engine.info.thermal_range, pair.thermal, pair.rgb)
+        except core.PairRejected as exc:
+            self._reject(exc.index, exc.reason, exc.message)
             return
 
         from ..engine import InputError
