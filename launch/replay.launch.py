@@ -1,23 +1,26 @@
 """Bag replay: the fused-perception node on simulated time (use_sim_time:=true).
 
+    ros2 launch fusion_ros replay.launch.py bag:=drive.mcap rate:=0.5
     ros2 launch fusion_ros replay.launch.py thermal_topic:=/flir/image_raw rgb_topic:=/camera/image_raw
-    ros2 bag play <bag> --clock          # in a second terminal: publishes /clock and the recorded topics
+    ros2 bag play <bag> --clock          # (second form) in a second terminal
 
 The node follows the bag's /clock, so output stamps equal the recorded RGB stamps and a paused or
 looping bag is handled (a jump back in time resets the synchroniser). Diagnostics keep a steady-clock
 period, so a paused bag shows up as silent inputs (WARN).
 
-This launch starts the node only. A bag player launched from here (instead of `ros2 bag play` in a
-second terminal) comes with the bag-replay issue: rosbag2_py / ros2cli are not installable from PyPI, so
-the project's own player will be added to this file then. The arguments are those of fusion.launch.py
+With `bag:=PATH` the project's own player (fusion_ros/nodes/bag_player.py, `fusion-play-bag`: it needs
+no rosbag2_py) publishes the bag's topics and /clock at `rate` (optionally `loop`), once the node
+subscribes; with no bag, play it yourself. The other arguments are those of fusion.launch.py
 (params_file, namespace, thermal_topic, rgb_topic, autostart, log_level); use_sim_time is forced true.
 """
 import os
+import sys
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
+from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PythonExpression
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PASSED = ("params_file", "namespace", "thermal_topic", "rgb_topic", "autostart", "log_level")
@@ -40,4 +43,16 @@ def generate_launch_description() -> LaunchDescription:
         PythonLaunchDescriptionSource(os.path.join(_HERE, "fusion.launch.py")),
         launch_arguments={**passed, "use_sim_time": "true"}.items(),
     )
-    return LaunchDescription(args + [include])
+    play_args = [
+        DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play; empty: play it yourself"),
+        DeclareLaunchArgument("rate", default_value="1.0", description="playback rate factor"),
+        DeclareLaunchArgument("loop", default_value="false", choices=["true", "false"]),
+    ]
+    player = ExecuteProcess(
+        cmd=[sys.executable, "-m", "fusion_ros.nodes.bag_player", LaunchConfiguration("bag"),
+             "--rate", LaunchConfiguration("rate"), "--loop", LaunchConfiguration("loop"),
+             "--wait-for-subscribers", "10"],
+        condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
+        output="screen",
+    )
+    return LaunchDescription(args + play_args + [include, player])
