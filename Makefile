@@ -32,7 +32,7 @@ $(INTERFACES): $(STAMP) $(wildcard interfaces/*/msg/*.msg interfaces/*/package.x
 interfaces: $(INTERFACES)
 
 demo: setup
-	$(VENV)/bin/fusion-demo --out $(DEMO_OUT)
+	bash scripts/with_ros_env.sh $(VENV)/bin/fusion-demo --out $(DEMO_OUT)
 
 test: setup
 	bash scripts/with_ros_env.sh $(PY) -m pytest -q test
