@@ -34,6 +34,7 @@ CARD = """# Model card: {name}
 - **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`,
   aggregation `{aggregation}`, {steps} steps on 2 CPU cores, finished {finished}.
   Command: `python -m training.train --config {config} --out {run}` then `python -m training.ship {run}`.
+  {note}
 - **Validation at the end of training** ({val_size} scenes, training condition mix):
   mAP@0.5 {val_map50}, mAP@0.5:0.95 {val_map}, mIoU {val_miou}.
 - **Night + fog hold-out** ({holdout_size} scenes, {holdout_conditions}, evaluated when shipped):
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[1] / "fusion_ros" / "models")
     parser.add_argument("--name", default="default")
     parser.add_argument("--holdout", type=int, default=48)
+    parser.add_argument("--note", default="", help="extra provenance for the card (e.g. how a run was resumed)")
     args = parser.parse_args(argv)
     source = args.run / "model.pt"
     model, meta = load_model(source)  # refuses unfinished or broken runs
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         steps=meta.info["steps"], finished=meta.info["date"], config=meta.info.get("config_path", "config/train_synthetic.yaml"),
         run=args.run, val_size=cfg["data"]["val_size"], val_map50=_fmt(val.get("map50")), val_map=_fmt(val.get("map50_95")),
         val_miou=_fmt(val.get("miou")), holdout_size=args.holdout, holdout_conditions=HOLDOUT_CONDITIONS,
-        ho_map50=_fmt(ho["map50"]), ho_map=_fmt(ho["map50_95"]), ho_miou=_fmt(ho["miou"]), today=date.today().isoformat(),
+        ho_map50=_fmt(ho["map50"]), ho_map=_fmt(ho["map50_95"]), ho_miou=_fmt(ho["miou"]), today=date.today().isoformat(), note=args.note,
     )
     (args.dest / f"{args.name}.md").write_text(card)
     (args.dest / f"{args.name}.metrics.json").write_text(json.dumps({"validation": val, "holdout": ho}, indent=2, default=str))
