@@ -56,18 +56,9 @@ def pct(values, q) -> float | None:
 
 
 def make_model(tmp: Path, height: int, width: int) -> Path:
-    import torch
+    from fusion_ros.checkpoint import save_untrained_model
 
-    from fusion_ros.checkpoint import ModelMeta, save_model
-    from fusion_ros.classes import load_classes
-    from fusion_ros.model import FusedPerceptionNet, ModelConfig
-
-    torch.manual_seed(0)
-    classes = load_classes()
-    path = tmp / "random_weights.pt"
-    meta = ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=(height, width))
-    save_model(path, FusedPerceptionNet(ModelConfig()), meta)
-    return path
+    return save_untrained_model(tmp / "random_weights.pt", input_size=(height, width))
 
 
 def main(argv=None) -> int:

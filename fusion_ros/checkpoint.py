@@ -78,3 +78,18 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> tuple[Fus
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the model config: {exc}") from exc
     return model.to(device).eval(), meta
+
+
+def save_untrained_model(path: str | Path, input_size: tuple[int, int] = (512, 640), seed: int = 0) -> Path:
+    """A randomly initialised default-size model with the package's classes.
+
+    For timing (compute does not depend on the weights) and for tests that need a real model file.
+    """
+    from .classes import load_classes
+
+    torch.manual_seed(seed)
+    classes = load_classes()
+    meta = ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=tuple(input_size),
+                     info={"version": "untrained (random weights)"})
+    save_model(path, FusedPerceptionNet(ModelConfig()), meta)
+    return Path(path)

@@ -13,9 +13,7 @@ import pytest
 from fusion_ros.bag import evaluate as ev
 from fusion_ros.bag.reader import COMPRESSED_IMAGE, IMAGE, BagError, BagWriter, image_message, typestore
 from fusion_ros.bag.sample import make_sample_bag
-from fusion_ros.checkpoint import ModelMeta, save_model
-from fusion_ros.classes import load_classes
-from fusion_ros.model import FusedPerceptionNet, ModelConfig
+from fusion_ros.checkpoint import save_untrained_model
 
 H, W = 64, 80
 T0 = 1_700_000_000_000_000_000
@@ -24,14 +22,7 @@ THERMAL, RGB = "/thermal/image_raw", "/rgb/image_raw"
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    classes = load_classes()
-    path = tmp_path_factory.mktemp("model") / "random.pt"
-    save_model(path, FusedPerceptionNet(ModelConfig()),
-               ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=(64, 96)))
-    return path
+    return save_untrained_model(tmp_path_factory.mktemp("model") / "random.pt", input_size=(64, 96))
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,7 @@ import pytest
 from fusion_ros.bag import evaluate as ev
 from fusion_ros.bag.reader import BagReader, detections_message, stamp_of
 from fusion_ros.bag.sample import RGB_TOPIC, make_sample_bag
-from fusion_ros.checkpoint import DEFAULT_MODEL, ModelMeta, save_model
-from fusion_ros.classes import load_classes
-from fusion_ros.model import FusedPerceptionNet, ModelConfig
+from fusion_ros.checkpoint import DEFAULT_MODEL, save_untrained_model
 from fusion_ros.postprocess import Detections
 
 H, W = 128, 160
@@ -28,13 +26,7 @@ TYPE = "vision_msgs/msg/Detection2DArray"
 
 
 def random_model(path: Path, size=(H, W)) -> Path:
-    import torch
-
-    torch.manual_seed(0)
-    classes = load_classes()
-    save_model(path, FusedPerceptionNet(ModelConfig()),
-               ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=size))
-    return path
+    return save_untrained_model(path, input_size=size)
 
 
 @pytest.fixture(scope="module")

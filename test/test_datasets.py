@@ -284,7 +284,7 @@ def test_segmentation_split_folders(tmp_path, kind, dirs):
         build_dataset(cfg, "val", TR)
     # a missing split folder
     (root / "test").rename(root / "testing")
-    with pytest.raises(DatasetLayoutError, match=f"root .* has no 'test' folder; expected train/"):
+    with pytest.raises(DatasetLayoutError, match="root .* has no 'test' folder; expected train/"):
         build_dataset(cfg, "train", TR)
 
 

@@ -290,18 +290,9 @@ def tmp(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_file(tmp) -> Path:
-    import torch
+    from fusion_ros.checkpoint import save_untrained_model
 
-    from fusion_ros.checkpoint import ModelMeta, save_model
-    from fusion_ros.classes import load_classes
-    from fusion_ros.model import FusedPerceptionNet, ModelConfig
-
-    torch.manual_seed(0)
-    classes = load_classes()
-    path = tmp / "random.pt"
-    meta = ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=(H, W))
-    save_model(path, FusedPerceptionNet(ModelConfig()), meta)
-    return path
+    return save_untrained_model(tmp / "random.pt", input_size=(H, W))
 
 
 @pytest.fixture(scope="module")
