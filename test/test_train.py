@@ -121,3 +121,39 @@ def test_baseline_fusion_modes_never_take_hypergradient_steps(tmp_path, mode):
     assert fused.shape == (1, 3, 8, 8)
     result = trainer.evaluate(trainer.val_set)
     assert 0.0 <= result["map50"] <= 1.0
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+    """A real kill (SIGKILL, no clean-up) mid-run; --resume from the last atomic checkpoint ends identical."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"].update(steps=60, checkpoint_every=3)
+    path = _write(tmp_path, cfg)
+
+    def train(out, *extra):  # both runs in the same kind of process: same thread count, same float order
+        return subprocess.Popen([sys.executable, "-m", "training.train", "--config", str(path), "--out", str(out), *extra],
+                                cwd=os.path.dirname(os.path.dirname(__file__)), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    full = train(tmp_path / "full")
+    cut = tmp_path / "cut"
+    proc = train(cut)
+    deadline = time.monotonic() + 120
+    while not (cut / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # somewhere after the first checkpoint, possibly while writing the next one
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (cut / "model.pt").exists(), "the run ended before the kill"
+    resumed = train(cut, "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-2000:]
+    assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:]
+    reference, _ = load_model(tmp_path / "full" / "model.pt")
+    continued, _ = load_model(cut / "model.pt")
+    for (name, a), (_, b) in zip(reference.state_dict().items(), continued.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name

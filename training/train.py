@@ -39,7 +39,7 @@ from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbc
 from fusion_ros.postprocess import decode_detections, segmentation_mask
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros
-from training.data import build_dataset, collate
+from training.data import NO_LABEL, build_dataset, collate
 
 TASKS = ("visual", "semantic")
 # What the semantic module reads. "bilevel" is the method; the others are the quality benchmark's
@@ -297,7 +297,7 @@ class Trainer:
     def evaluate(self, dataset) -> dict:
         """mAP (COCO, when the data has boxes) and mIoU of the current model on a dataset."""
         self.model.eval()
-        preds, gts, cm = [], [], ConfusionMatrix(len(self.seg_classes))
+        preds, gts, cm = [], [], ConfusionMatrix(len(self.seg_classes), ignore_index=NO_LABEL)
         for i in range(len(dataset)):
             s = dataset[i]
             fused, _ = self.fuse(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device))
