@@ -157,3 +157,14 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     continued, _ = load_model(cut / "model.pt")
     for (name, a), (_, b) in zip(reference.state_dict().items(), continued.state_dict().items()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_every_fusion_update_is_logged_with_its_weights(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"]["log_every"] = 1000
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    hyper = [r for r in rows if r["phase"] == "bilevel"]
+    assert len(hyper) == cfg["schedule"]["steps"] // cfg["schedule"]["fusion_every"]
+    assert all({"w_visual", "w_semantic", "c_semantic", "fuse"} <= set(r) for r in hyper)

@@ -59,7 +59,7 @@ class Schedule:
     lr_decay_at: tuple[float, ...] = ()  # fractions of `steps` where both learning rates drop x0.1
     hypergradient_scale: float = 1.0
     aggregation: str = "grad_norm"
-    log_every: int = 10
+    log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
     checkpoint_every: int = 100
 
@@ -274,7 +274,7 @@ class Trainer:
             self.step += 1
             done_now += 1
             bar.update(1)
-            if self.step % self.sched.log_every == 0 and self.main_process:
+            if self.main_process and (self.step % self.sched.log_every == 0 or row["phase"] == "bilevel"):
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("fuse", "f_semantic", "f_visual")})
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
