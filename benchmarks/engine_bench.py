@@ -54,7 +54,7 @@ def _worker(job: dict) -> dict:
         torch.set_num_threads(threads)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     height, width = job["size"]
-    opts = dict(input_size=(height, width)) if job["backend"] == "torch" else {}
+    opts = dict(input_size=(height, width))  # every backend runs at the benchmarked size (no resize)
     if job["backend"] == "onnxruntime" and threads:
         opts["intra_op_threads"] = threads
     if job["backend"] == "torch" and threads:
