@@ -400,15 +400,21 @@ _RECORDS = {
 # ------------------------------------------------------------------------------------------- splits
 
 
-def assign_split(groups: dict[str, list[Record]], split: str, cfg: dict, root: Path) -> list[Record]:
-    """The records of one split (see the module docstring)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+def split_fractions(cfg: dict) -> tuple[float, float]:
+    """(heldout_fraction, val_fraction) of a data config, validated."""
     heldout_fraction = float(cfg.get("heldout_fraction", 0.1))
     val_fraction = float(cfg.get("val_fraction", 0.1))
     if not (0 <= heldout_fraction < 1 and 0 <= val_fraction < 1 and heldout_fraction + val_fraction < 1):
         raise ValueError(f"data.heldout_fraction ({heldout_fraction}) and val_fraction ({val_fraction}) must be "
                          "in [0, 1) and sum to less than 1")
+    return heldout_fraction, val_fraction
+
+
+def assign_split(groups: dict[str, list[Record]], split: str, cfg: dict, root: Path) -> list[Record]:
+    """The records of one split (see the module docstring)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    heldout_fraction, val_fraction = split_fractions(cfg)
     salt = str(cfg.get("split_salt", ""))
     lists = cfg.get("split_lists")
     if lists:
@@ -1234,11 +1240,7 @@ def build_bag_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Bag
     height, width = cfg.get("height"), cfg.get("width")
     if resize != "none" and not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise ValueError(f"data.height and data.width (positive integers) are required with resize: {resize}")
-    heldout_fraction = float(cfg.get("heldout_fraction", 0.1))
-    val_fraction = float(cfg.get("val_fraction", 0.1))
-    if not (0 <= heldout_fraction < 1 and 0 <= val_fraction < 1 and heldout_fraction + val_fraction < 1):
-        raise ValueError(f"data.heldout_fraction ({heldout_fraction}) and val_fraction ({val_fraction}) must be "
-                         "in [0, 1) and sum to less than 1")
+    heldout_fraction, val_fraction = split_fractions(cfg)
     class_config = _load_classes(cfg, "bag", classes)
     caches = bag_caches(cfg, thermal_range, class_config)
     split_cfg = {**BAG_SPLIT_DEFAULTS, **(cfg.get("split") or {})}
