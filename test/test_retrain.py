@@ -243,6 +243,8 @@ def test_retrain_cli_bad_inputs(bags, tmp_path, capsys):
     missing = err("--bags", str(root / "gt"), "--heldout-bag", str(root / "heldout"), "--base-model",
                   str(tmp_path / "none.pt"))
     assert "base model not found" in missing
+    assert "block_seconds must be > 0" in err("--bags", str(root / "gt"), "--heldout-bag", str(root / "heldout"),
+                                              "--block-seconds", "0")
     assert not (tmp_path / "run" / "model.pt").exists()
 
 

@@ -150,6 +150,9 @@ def prepare(cfg: dict, args, base_path: Path, out: Path) -> tuple[dict, object]:
         pseudo["model"] = str(base_path.resolve())
     if args.steps is not None:
         cfg["schedule"]["steps"] = int(args.steps)
+    if args.block_seconds is not None:  # short recordings (e.g. sample drives) need shorter split blocks
+        data.setdefault("split", {})["block_seconds"] = args.block_seconds
+        data["split"]["gap_seconds"] = min(float(data["split"].get("gap_seconds", 1.0)), args.block_seconds / 10)
     model_cfg = base_model.cfg.to_dict()
     model_cfg.pop("num_det_classes", None)
     model_cfg.pop("num_seg_classes", None)
@@ -389,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/retrain", help="run folder (default runs/retrain)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--steps", type=int, help="bi-level steps (overrides schedule.steps)")
+    p.add_argument("--block-seconds", type=float,
+                   help="length of the time blocks the bags are split into (overrides data.split.block_seconds; "
+                        "the gap around held-out blocks becomes at most a tenth of it). A bag needs 3 blocks.")
     p.add_argument("--cache-dir", help="where the bag caches live (overrides data.cache_dir)")
     p.add_argument("--rebuild-cache", action="store_true", help="re-extract the bags even if a cache exists")
     p.add_argument("--eval-backend", choices=("onnxruntime", "torch", "tensorrt"),
