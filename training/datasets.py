@@ -400,6 +400,17 @@ _RECORDS = {
 # ------------------------------------------------------------------------------------------- splits
 
 
+def resize_mode(cfg: dict) -> str:
+    """data.resize, validated together with the target size it needs."""
+    resize = cfg.get("resize", "stretch")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    height, width = cfg.get("height"), cfg.get("width")
+    if resize != "none" and not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise ValueError(f"data.height and data.width (positive integers) are required with resize: {resize}")
+    return resize
+
+
 def split_fractions(cfg: dict) -> tuple[float, float]:
     """(heldout_fraction, val_fraction) of a data config, validated."""
     heldout_fraction = float(cfg.get("heldout_fraction", 0.1))
@@ -631,12 +642,7 @@ def build_real_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Re
     root = Path(cfg["root"]).expanduser()
     if not root.is_dir():
         raise DatasetLayoutError(f"{_TITLE[kind]} root {root} is not a folder; expected {_EXPECTED[kind]}")
-    resize = cfg.get("resize", "stretch")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    height, width = cfg.get("height"), cfg.get("width")
-    if resize != "none" and not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
-        raise ValueError(f"data.height and data.width (positive integers) are required with resize: {resize}")
+    resize = resize_mode(cfg)
     if cfg.get("unpaired", "error") not in ("error", "skip"):
         raise ValueError(f"data.unpaired must be 'error' or 'skip', got {cfg.get('unpaired')!r}")
     class_config = _load_classes(cfg, kind, classes)
@@ -644,7 +650,7 @@ def build_real_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Re
     if not any(groups.values()):
         raise DatasetLayoutError(f"{_TITLE[kind]} root {root} holds no image pairs; expected {_EXPECTED[kind]}")
     records = assign_split(groups, split, cfg, root)
-    opts = ReadOptions(height, width, resize, tuple(thermal_range), len(class_config.segmentation),
+    opts = ReadOptions(cfg.get("height"), cfg.get("width"), resize, tuple(thermal_range), len(class_config.segmentation),
                        _mask_lut(cfg, kind, root, class_config))
     return RealPairs(records, opts, kind, root)
 
@@ -849,23 +855,10 @@ def _resolve_gt_topic(reader, role: str, value, types) -> str | None:
 
 def _bag_seg_lut(reader, s: dict) -> tuple[np.ndarray, str]:
     """GT mask ids of the bag -> our segmentation ids (by name when the bag lists its classes), 255 = none."""
-    seg = s["seg_classes"]
-    lut = np.full(256, NO_LABEL, np.uint8)
-    listed = reader.custom_data.get("fusion_ros.segmentation_classes")
-    names = None
-    if listed:
-        try:
-            names = [str(n) for n in json.loads(listed)]
-        except ValueError:
-            names = None
-    if names is None:
-        lut[: len(seg)] = np.arange(len(seg), dtype=np.uint8)
-        how = "ids as recorded"
-    else:
-        for i, n in enumerate(names[:255]):
-            if n in seg:
-                lut[i] = seg.index(n)
-        how = "remapped by name from the bag's fusion_ros.segmentation_classes"
+    from fusion_ros.bag.reader import segmentation_lut
+
+    lut, missing = segmentation_lut(reader, s["seg_classes"], NO_LABEL)
+    how = "ids as recorded" if missing is None else "remapped by name from the bag's fusion_ros.segmentation_classes"
     for i in s["ignore_ids"]:
         lut[i] = NO_LABEL
     return lut, how
@@ -1234,12 +1227,7 @@ def build_bag_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Bag
     if split not in ("train", "heldout", "val"):
         raise ValueError(f"kind 'bag' has the splits train, heldout and val (by time), not {split!r}; evaluate on "
                          "a separate recording instead (python -m training.retrain --heldout-bag)")
-    resize = cfg.get("resize", "stretch")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"data.resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    height, width = cfg.get("height"), cfg.get("width")
-    if resize != "none" and not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
-        raise ValueError(f"data.height and data.width (positive integers) are required with resize: {resize}")
+    resize = resize_mode(cfg)
     heldout_fraction, val_fraction = split_fractions(cfg)
     class_config = _load_classes(cfg, "bag", classes)
     caches = bag_caches(cfg, thermal_range, class_config)
@@ -1267,5 +1255,5 @@ def build_bag_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Bag
     if not records:
         raise DatasetLayoutError(f"split {split!r} of the bags {[str(c.bag) for c in caches]} is empty; lower "
                                  "data.split.block_seconds or change heldout_fraction/val_fraction")
-    opts = ReadOptions(height, width, resize, (0.0, float(BAG_THERMAL_SCALE)), len(class_config.segmentation), None)
+    opts = ReadOptions(cfg.get("height"), cfg.get("width"), resize, (0.0, float(BAG_THERMAL_SCALE)), len(class_config.segmentation), None)
     return BagPairs(records, opts, caches[0].folder, caches, any_masks)

@@ -57,6 +57,7 @@ from .reader import (
     detections_from_message,
     detections_message,
     image_message,
+    segmentation_lut,
     stamp_of,
 )
 
@@ -773,24 +774,9 @@ class BagEvaluator:
         return np.clip(warped * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def _segmentation_lut(self, reader: BagReader, seg_names) -> np.ndarray:
-        lut = np.full(256, IGNORE, np.uint8)
-        listed = reader.custom_data.get("fusion_ros.segmentation_classes")
-        bag_names = None
-        if listed:
-            try:
-                bag_names = [str(n) for n in json.loads(listed)]
-            except ValueError:
-                bag_names = None
-        if bag_names is None:
-            lut[: len(seg_names)] = np.arange(len(seg_names), dtype=np.uint8)
-            return lut
-        index = {n: i for i, n in enumerate(seg_names)}
-        missing = [n for n in bag_names if n not in index]
+        lut, missing = segmentation_lut(reader, seg_names, IGNORE)
         if missing:
             self.warn(f"segmentation ground-truth classes not in the model (ignored): {missing}")
-        for i, name in enumerate(bag_names[:255]):
-            if name in index:
-                lut[i] = index[name]
         return lut
 
 

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import struct
 from dataclasses import dataclass, field
@@ -498,3 +499,28 @@ def synced_pairs(reader: BagReader, cfg, thermal_topic: str, rgb_topic: str, mod
             stats.pairs_prepared += 1
             yield SyncedPair(thermal_unit, rgb8, rgb_frame.stamp_ns, thermal_frame.stamp_ns, rgb_frame.log_ns,
                              rgb_frame.frame_id)
+
+
+def segmentation_lut(reader, seg_names, ignore: int = 255) -> tuple[np.ndarray, list[str] | None]:
+    """Ground-truth mask id -> our segmentation id (a 256-entry table; `ignore` = no label).
+
+    When the bag lists its classes (custom data ``fusion_ros.segmentation_classes``, as our sample bags
+    do), ids are remapped by name and the second value lists the bag's classes we do not have; otherwise
+    ids are taken as recorded and the second value is None.
+    """
+    lut = np.full(256, ignore, np.uint8)
+    names = None
+    listed = reader.custom_data.get("fusion_ros.segmentation_classes")
+    if listed:
+        try:
+            names = [str(n) for n in json.loads(listed)]
+        except ValueError:
+            names = None
+    if names is None:
+        lut[: len(seg_names)] = np.arange(len(seg_names), dtype=np.uint8)
+        return lut, None
+    index = {n: i for i, n in enumerate(seg_names)}
+    for i, name in enumerate(names[:255]):
+        if name in index:
+            lut[i] = index[name]
+    return lut, [n for n in names if n not in index]
