@@ -40,15 +40,20 @@ sys.path.insert(0, str(ROOT))
 FASTDDS_SHM_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"
 
 
-def rss_mb(pid: int) -> float | None:
+def memory_mb(pid: int) -> dict[str, float] | None:
+    """VmRSS and its parts (RssAnon: the process's own heap; RssShmem: DDS shared-memory segments it has
+    touched, which are shared with the publisher) in MB, from /proc/PID/status."""
+    wanted = {"VmRSS:": "rss", "RssAnon:": "anon", "RssShmem:": "shmem"}
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
+                key = line.split(maxsplit=1)[0] if line.strip() else ""
+                if key in wanted:
+                    out[wanted[key]] = int(line.split()[1]) / 1024.0
     except OSError:
         return None
-    return None
+    return out if "rss" in out else None
 
 
 def pct(values, q) -> float | None:
@@ -70,6 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="", help="model file (default: the bundled model, else random weights)")
     parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
     parser.add_argument("--num-threads", type=int, default=0, help="engine CPU threads (0: library default)")
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="let ONNX Runtime's threads busy-wait between frames (onnxruntime.allow_spinning)")
     parser.add_argument("--input-reliability", default="best_effort", choices=["best_effort", "reliable"],
                         help="the node's input_qos.reliability")
     parser.add_argument("--fastdds-shm", action="store_true",
@@ -114,6 +121,7 @@ def main(argv=None) -> int:
         "-p", "lifecycle:=false", "-p", f"model_path:={model}", "-p", f"backend:={args.backend}",
         "-p", f"num_threads:={args.num_threads}", "-p", "diagnostics.period:=1.0",
         "-p", f"input_qos.reliability:={args.input_reliability}",
+        "-p", f"onnxruntime.allow_spinning:={str(args.ort_spinning).lower()}",
     ]
     log_file = open(log_path, "w")
     proc = subprocess.Popen(node_args, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -176,14 +184,16 @@ def main(argv=None) -> int:
         frames.append((thermal, rgb))
 
     rss: list[tuple[float, float]] = []
+    anon: list[tuple[float, float, float]] = []  # (t, RssAnon, RssShmem)
     stop = threading.Event()
 
     def sample_rss():
         t0 = time.monotonic()
         while not stop.is_set():
-            value = rss_mb(proc.pid)
+            value = memory_mb(proc.pid)
             if value is not None:
-                rss.append((time.monotonic() - t0, value))
+                rss.append((time.monotonic() - t0, value["rss"]))
+                anon.append((time.monotonic() - t0, value.get("anon", float("nan")), value.get("shmem", float("nan"))))
             stop.wait(1.0)
 
     try:
@@ -228,6 +238,7 @@ def main(argv=None) -> int:
             proc.kill()
         log_file.close()
         executor.shutdown(timeout_sec=1.0)
+        spinner.join(timeout=5.0)  # a spinning thread left at interpreter exit aborts in C++ ("terminate called")
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 
@@ -249,6 +260,7 @@ def main(argv=None) -> int:
     result = {
         "input": {"pairs": args.pairs, "rate_hz": args.rate, "size_wh": [args.width, args.height],
                   "node_input_reliability": args.input_reliability,
+                  "ort_spinning": args.ort_spinning,
                   "transport": "Fast DDS SHM 16 MB segments" if args.fastdds_shm else "rmw default",
                   "publish_seconds": round(publish_s, 2), "late_publishes": late},
         "model": str(model), "model_kind": model_kind, "backend": last_engine.get("backend"),
@@ -266,14 +278,22 @@ def main(argv=None) -> int:
             "engine_p50": num("engine_ms_p50", last_engine), "engine_p95": num("engine_ms_p95", last_engine),
             "overhead_p50": num("node_overhead_ms_p50", last_engine),
             "overhead_p95": num("node_overhead_ms_p95", last_engine),
+            "overhead_prepare_p50": num("node_overhead.prepare_ms_p50", last_engine),
+            "overhead_publish_p50": num("node_overhead.publish_ms_p50", last_engine),
+            "overhead_publish_p95": num("node_overhead.publish_ms_p95", last_engine),
             "queue_wait_p50": num("queue_wait_ms_p50", last_engine),
             "pair_to_publish_p50": num("pair_to_publish_ms_p50", last_engine),
             "pair_to_publish_p95": num("pair_to_publish_ms_p95", last_engine),
         },
-        "rss_mb": {"first": rss_values[0] if rss_values else None, "last": rss_values[-1] if rss_values else None,
+        "rss_mb": {"first": rss_values[0] if rss_values else None,
+                   "after_warmup": next((v for t, v in rss if t >= args.warmup), None),
+                   "last": rss_values[-1] if rss_values else None,
                    "max": max(rss_values) if rss_values else None, "samples": len(rss_values),
                    "slope_mb_per_min_second_half": slope,
-                   "every_10s": [round(v, 1) for t, v in rss[::10]]},
+                   "every_10s": [round(v, 1) for t, v in rss[::10]],
+                   "anon_first_last": [round(anon[0][1], 1), round(anon[-1][1], 1)] if anon else None,
+                   "shmem_first_last": [round(anon[0][2], 1), round(anon[-1][2], 1)] if anon else None,
+                   "anon_every_10s": [round(a, 1) for t, a, _ in anon[::10]]},
         "engine_failures": num("failures", last_engine),
         "node_log_tail": log_path.read_text().splitlines()[-5:],
     }
@@ -288,7 +308,8 @@ def main(argv=None) -> int:
     r, e2e, rep, mem = result, result["end_to_end_ms"], result["node_reported_ms"], result["rss_mb"]
     print()
     print(f"| fusion node, {args.width}x{args.height} @ {args.rate:g} Hz, {args.pairs} pairs, {r['backend']}, "
-          f"{model_kind}, inputs {args.input_reliability}, {r['input']['transport']} | value |")
+          f"{model_kind}, inputs {args.input_reliability}, {r['input']['transport']}, "
+          f"ORT spinning {'on' if args.ort_spinning else 'off'} | value |")
     print("|---|---|")
     rows = [
         ("end-to-end latency p50 / p95 (publish -> fused/image received)",
@@ -296,6 +317,9 @@ def main(argv=None) -> int:
         ("engine.infer p50 / p95", f"{fmt(rep['engine_p50'])} / {fmt(rep['engine_p95'])} ms"),
         ("node overhead (all but engine.infer) p50 / p95",
          f"{fmt(rep['overhead_p50'])} / {fmt(rep['overhead_p95'])} ms"),
+        ("  of which: inputs decoded + normalised p50; outputs built + published p50 / p95",
+         f"{fmt(rep['overhead_prepare_p50'])}; {fmt(rep['overhead_publish_p50'])} / "
+         f"{fmt(rep['overhead_publish_p95'])} ms"),
         ("pair complete -> outputs published p50 / p95",
          f"{fmt(rep['pair_to_publish_p50'])} / {fmt(rep['pair_to_publish_p95'])} ms"),
         ("output rate (processed fraction of input pairs)",
@@ -304,7 +328,11 @@ def main(argv=None) -> int:
          f"{fmt(r['outputs']['received_by_node']['thermal'])} / {fmt(r['outputs']['received_by_node']['rgb'])}"),
         ("pairs formed / dropped by the latest-pair slot (engine busy)",
          f"{fmt(r['outputs']['sync_pairs'])} / {fmt(r['outputs']['worker_dropped_pairs'])}"),
-        ("node RSS first / last / max", f"{fmt(mem['first'])} / {fmt(mem['last'])} / {fmt(mem['max'])} MB"),
+        (f"node RSS at start / after {args.warmup:g} s / last / max",
+         f"{fmt(mem['first'])} / {fmt(mem['after_warmup'])} / {fmt(mem['last'])} / {fmt(mem['max'])} MB"),
+        ("  of which private (RssAnon) first / last; DDS shared memory (RssShmem) first / last",
+         f"{fmt((mem['anon_first_last'] or [None])[0])} / {fmt((mem['anon_first_last'] or [None, None])[1])}; "
+         f"{fmt((mem['shmem_first_last'] or [None])[0])} / {fmt((mem['shmem_first_last'] or [None, None])[1])} MB"),
         ("RSS slope over the second half", fmt(mem["slope_mb_per_min_second_half"], " MB/min")),
         ("CPU cores / 1-min load average", f"{r['cpu_count']} / {r['load_avg_1min']:.2f}"),
     ]

@@ -175,6 +175,17 @@ def test_thresholds_change_at_runtime(artifacts):
         engine.set_thresholds(max_detections=0)
 
 
+def test_onnxruntime_threads_sleep_between_frames_unless_asked(artifacts):
+    """Spinning pool threads would take the CPU the node needs to publish a frame (config: onnxruntime.*)."""
+    for allow, expected in ((None, "0"), (True, "1"), (False, "0")):
+        options = {} if allow is None else {"allow_spinning": allow}
+        engine = create_engine(artifacts["onnx"], backend="onnxruntime", **options)
+        session_options = engine.session.get_session_options()
+        assert session_options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+        assert session_options.enable_mem_pattern is False
+        assert engine.infer(*frames()).fused.shape == (128, 160, 3)
+
+
 def test_batch_inference_matches_single_frames(artifacts):
     engine = create_engine(artifacts["dynamic"], backend="onnxruntime", **LOW_SCORE)
     pairs = [frames(seed=s) for s in range(3)]

@@ -335,16 +335,17 @@ def test_input_status_warns_on_silence():
 def test_engine_status_levels():
     monitor = core.EngineMonitor()
     assert core.engine_status("/n", monitor, "torch-cpu", 3, 0.0, "active").level == core.OK
-    monitor.on_success(1.0, engine_ms=20.0, total_ms=30.0, queue_ms=4.0)
+    monitor.on_success(1.0, engine_ms=20.0, total_ms=30.0, queue_ms=4.0, prepare_ms=1.5, publish_ms=4.0)
     status = core.engine_status("/n", monitor, "torch-cpu", 3, 1.0, "active")
     values = dict(status.values)
     assert values["engine_ms_p50"] == "20.000" and values["node_overhead_ms_p50"] == "6.000"
+    assert values["node_overhead.prepare_ms_p50"] == "1.500" and values["node_overhead.publish_ms_p50"] == "4.000"
     assert "20.0 ms p50" in status.message
     for _ in range(3):
         monitor.on_failure("RuntimeError: out of memory")
     status = core.engine_status("/n", monitor, "torch-cpu", 3, 2.0, "active")
     assert status.level == core.ERROR and "3 consecutive" in status.message and "out of memory" in status.message
-    monitor.on_success(3.0, 20.0, 30.0, 4.0)
+    monitor.on_success(3.0, 20.0, 30.0, 4.0, 1.5, 4.0)
     assert core.engine_status("/n", monitor, "torch-cpu", 3, 3.0, "active").level == core.OK
     assert dict(core.engine_status("/n", monitor, "", 3, 3.0, "active").values)["failures"] == "3"
     failed = core.engine_status("/n", core.EngineMonitor(), "", 3, 0.0, "unconfigured", "invalid parameters: x")
@@ -377,3 +378,12 @@ def test_overlays():
     dets = Detections(np.array([[5, 5, 30, 30]], np.float32), np.array([0.9], np.float32), np.array([0]))
     out = core.render_detections(image, dets, ["person", "zebra"], colors)
     assert out.any() and not image.any()
+
+
+def test_engine_options_carry_threads_and_spinning():
+    defaults = {spec.name: spec.default for spec in core.PARAMS}
+    options = core.engine_options(core.validate_params(defaults))
+    assert options["allow_spinning"] is False and "num_threads" not in options
+    options = core.engine_options(core.validate_params({**defaults, "num_threads": 1,
+                                                        "onnxruntime.allow_spinning": True}))
+    assert options["allow_spinning"] is True and options["intra_op_threads"] == options["num_threads"] == 1

@@ -134,7 +134,8 @@ _COMMON_OPTIONS = {
 # option set to "auto" (e.g. intra_op_threads for onnxruntime and num_threads for torch)
 _BACKEND_OPTIONS = {
     "onnxruntime": {
-        "intra_op_threads", "inter_op_threads", "use_tensorrt_ep", "trt_cache_dir", "verify_checksum", "fp16",
+        "intra_op_threads", "inter_op_threads", "allow_spinning", "use_tensorrt_ep", "trt_cache_dir",
+        "verify_checksum", "fp16",
     },
     "torch": {"num_threads", "fp16"},
     "tensorrt": {"check_compat"},
@@ -154,7 +155,7 @@ def create_engine(
     the chosen backend can use a GPU here). Other keyword options: input_size=(h, w), score_threshold,
     nms_iou, max_detections, pre_nms_top_k, thermal_mode ("fixed"/"auto"), thermal_range=(low, high),
     registration (Registration or its config dict), and per backend: intra_op_threads / inter_op_threads /
-    use_tensorrt_ep / fp16 (onnxruntime), num_threads / fp16 (torch), check_compat (tensorrt).
+    allow_spinning / use_tensorrt_ep / fp16 (onnxruntime), num_threads / fp16 (torch), check_compat (tensorrt).
     """
     if model is None:
         from ..checkpoint import DEFAULT_MODEL

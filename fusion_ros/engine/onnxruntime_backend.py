@@ -55,6 +55,7 @@ class OnnxRuntimeEngine(Engine):
         *,
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
+        allow_spinning: bool = False,
         use_tensorrt_ep: bool = False,
         fp16: bool = False,
         trt_cache_dir: str | None = None,
@@ -83,6 +84,15 @@ class OnnxRuntimeEngine(Engine):
             session_options.intra_op_num_threads = int(intra_op_threads)
         if inter_op_threads:
             session_options.inter_op_num_threads = int(inter_op_threads)
+        # ORT's pool threads busy-wait after each run by default; in a node that runs a frame and then
+        # converts and publishes it, that spinning takes the cores the publishing needs. Turn it on for a
+        # dedicated, otherwise idle machine.
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            session_options.add_session_config_entry(key, "1" if allow_spinning else "0")
+        # the memory-pattern planner keeps a second full set of activation buffers; without it the
+        # process holds ~100 MB less at 640x512 for the same speed (measured: RssAnon 421 -> 320 MB,
+        # median infer 77.0 -> 74.5 ms on 2 cores); the arena itself stays (off: +45 % latency)
+        session_options.enable_mem_pattern = False
         providers = select_providers(device, ort.get_available_providers(), use_tensorrt_ep, fp16, trt_cache_dir)
         try:
             self.session = ort.InferenceSession(str(path), session_options, providers=providers)

@@ -428,7 +428,7 @@ class FusionNode(LifecycleNode):
                 self._engine_failure(f"unexpected {type(exc).__name__} in the worker: {exc}")
 
     def _process(self, pair: _Pair) -> None:
-        taken = time.monotonic()
+        taken, taken_perf = time.monotonic(), time.perf_counter()
         cfg, engine = self._cfg, self._engine
         if cfg is None or engine is None:
             return
@@ -442,6 +442,7 @@ class FusionNode(LifecycleNode):
         from ..engine import InputError
 
         started = time.perf_counter()
+        prepare_ms = (started - taken_perf) * 1e3
         try:
             result = engine.infer(thermal_unit, rgb8)
         except InputError as exc:
@@ -450,7 +451,8 @@ class FusionNode(LifecycleNode):
         except Exception as exc:
             self._engine_failure(f"{type(exc).__name__}: {exc}")
             return
-        engine_ms = (time.perf_counter() - started) * 1e3
+        finished = time.perf_counter()
+        engine_ms = (finished - started) * 1e3
 
         header = ros_convert.make_header(pair.rgb.stamp_ns, pair.rgb.frame_id or cfg["default_frame_id"])
         with self._pub_lock:
@@ -473,7 +475,9 @@ class FusionNode(LifecycleNode):
                 overlay = core.render_detections(fused_bgr, result.detections, self._det_names, self._det_colors)
                 pubs["det_image"].publish(ros_convert.image_msg(overlay, "bgr8", header))
         done = time.monotonic()
-        self._engine_monitor.on_success(done, engine_ms, (done - pair.ready) * 1e3, (taken - pair.ready) * 1e3)
+        publish_ms = (time.perf_counter() - finished) * 1e3
+        self._engine_monitor.on_success(done, engine_ms, (done - pair.ready) * 1e3, (taken - pair.ready) * 1e3,
+                                        prepare_ms, publish_ms)
 
     def _engine_failure(self, message: str) -> None:
         self._engine_monitor.on_failure(message)
