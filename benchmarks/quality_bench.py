@@ -1,7 +1,7 @@
 """Quality benchmark: does bi-level fusion help perception, and how good is the fused image?
 
     python benchmarks/quality_bench.py detection [--steps 600 --warmup 100] [--out bench_out/quality]
-    python benchmarks/quality_bench.py fusion [--model fusion_ros/models/default.pt]
+    python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
 
 `detection` trains the semantic module with the same budget on five inputs -- IR only, RGB only, the
 average of IR and visible luminance, a fusion net trained on the fusion loss then frozen (two-stage),
@@ -9,7 +9,8 @@ and the bi-level method -- and scores each on a night+fog-heavy synthetic hold-o
 mAP@0.5:0.95, mIoU). It also reports the bi-level phase's mean step time over a fusion-only
 (warm-start) step of the same run.
 `fusion` scores fused images on the real pairs in ../shared/data/ivf_samples (RoadScene, TNO) with
-EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR-only and visible-only fusion.
+EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR-only and visible-only fusion; with
+--split-config, the pairs that config fine-tuned the fusion net on (data.fusion_pairs) are left out.
 Both write JSON and a Markdown table into --out.
 """
 from __future__ import annotations
@@ -87,36 +88,56 @@ def read_pairs(folder: Path):
         yield ir_path.name, ir, cv2.cvtColor(vi, cv2.COLOR_BGR2RGB)
 
 
+def unseen_pairs(split_config: Path | None):
+    """(root, keep(name)) for the real pairs a fine-tune config trained its fusion net on (its
+    data.fusion_pairs folder): keep() is true for the pairs of its val split, which it never saw."""
+    if split_config is None:
+        return None
+    from training.datasets import split_fractions, split_of
+
+    pairs_cfg = load_config(split_config)["data"].get("fusion_pairs")
+    if not pairs_cfg:
+        raise ValueError(f"{split_config} has no data.fusion_pairs: nothing to keep out")
+    heldout_fraction, val_fraction = split_fractions(pairs_cfg)
+    salt = str(pairs_cfg.get("split_salt", ""))
+    return (Path(pairs_cfg["root"]).resolve(),
+            lambda name: split_of(Path(name).stem, heldout_fraction, val_fraction, salt) == "val")
+
+
 @torch.no_grad()
 def fusion_benchmark(args) -> None:
-    model, _ = load_model(args.model)
+    models = {f"ours: {path}": load_model(path)[0] for path in args.model}
+    unseen = unseen_pairs(args.split_config)
     rows = []
     for dataset in ("RoadScene", "TNO"):
         folder = args.samples / dataset
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found (pass --samples)")
+        keep = unseen[1] if unseen and folder.resolve() == unseen[0] else (lambda name: True)
         scores: dict[str, list[dict]] = {}
-        for _, ir, vi in read_pairs(folder):
+        for name, ir, vi in read_pairs(folder):
+            if not keep(name):
+                continue
             ir_t = torch.from_numpy(ir).float().div(255)[None, None]
             vi_t = torch.from_numpy(vi).float().div(255).permute(2, 0, 1)[None]
             vis_y = rgb_to_ycbcr(vi_t)[:, :1]
-            _, fused_y = model.fuse(ir_t, vi_t)
-            candidates = {
-                "bi-level (ours)": fused_y,
+            candidates = {label: model.fuse(ir_t, vi_t)[1] for label, model in models.items()}
+            candidates.update({
                 "average": 0.5 * (ir_t + vis_y),
                 "max": torch.maximum(ir_t, vis_y),
                 "IR only": ir_t,
                 "visible only": vis_y,
-            }
+            })
             ir255, vy255 = ir.astype(np.float64), vis_y[0, 0].numpy() * 255
-            for name, img in candidates.items():
-                scores.setdefault(name, []).append(fusion_metrics(img[0, 0].numpy() * 255, ir255, vy255))
-        for name, per_image in scores.items():
-            row = {"data": dataset, "method": name}
+            for method, img in candidates.items():
+                scores.setdefault(method, []).append(fusion_metrics(img[0, 0].numpy() * 255, ir255, vy255))
+        for method, per_image in scores.items():
+            row = {"data": f"{dataset} ({len(per_image)} pairs)", "method": method}
             row.update({k: float(np.mean([s[k] for s in per_image])) for k in per_image[0]})
             rows.append(row)
     columns = ["data", "method", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM"]
-    write_outputs(args.out, "fusion", rows, columns, f"model {args.model}; means over all pairs")
+    kept = f"; pairs {args.split_config} trained on are left out" if unseen else ""
+    write_outputs(args.out, "fusion", rows, columns, f"models {', '.join(map(str, args.model))}; means over pairs{kept}")
 
 
 def write_outputs(out: Path, name: str, rows: list[dict], columns: list[str], setup: str) -> None:
@@ -139,7 +160,9 @@ def main(argv=None) -> int:
     det.add_argument("--holdout", type=int, default=48)
     det.add_argument("--modes", nargs="+", default=list(FUSION_MODES), choices=FUSION_MODES)
     fus = sub.add_parser("fusion")
-    fus.add_argument("--model", default=str(DEFAULT_MODEL))
+    fus.add_argument("--model", nargs="+", default=[str(DEFAULT_MODEL)], help="one or more model files")
+    fus.add_argument("--split-config", type=Path, default=None,
+                     help="a fine-tune config with data.fusion_pairs: score only the pairs it did not train on")
     fus.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "data" / "ivf_samples")
     for p in (det, fus):
         p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "quality")

@@ -168,3 +168,47 @@ def test_every_fusion_update_is_logged_with_its_weights(tmp_path):
     hyper = [r for r in rows if r["phase"] == "bilevel"]
     assert len(hyper) == cfg["schedule"]["steps"] // cfg["schedule"]["fusion_every"]
     assert all({"w_visual", "w_semantic", "c_semantic", "fuse"} <= set(r) for r in hyper)
+
+
+def _real_folder(root, pairs=6, size=(64, 96)):
+    """ir/ + vi/ PNG pairs, as RoadScene or TNO are laid out (fusion loss only: no labels)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for sub in ("ir", "vi"):
+        (root / sub).mkdir(parents=True)
+    for i in range(pairs):
+        cv2.imwrite(str(root / "ir" / f"{i:03d}.png"), rng.integers(0, 255, size, dtype=np.uint8))
+        cv2.imwrite(str(root / "vi" / f"{i:03d}.png"), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return root
+
+
+def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path):
+    assert main(["--config", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "base")]) == 0
+    base, _ = load_model(tmp_path / "base" / "model.pt")
+    cfg = copy.deepcopy(TINY)
+    cfg["init_from"] = str(tmp_path / "base" / "model.pt")
+    cfg["data"]["fusion_pairs"] = {"kind": "folder", "root": str(_real_folder(tmp_path / "real")), "height": 64,
+                                   "width": 96, "crop": [64, 64], "heldout_fraction": 0.0, "val_fraction": 0.0}
+    trainer = Trainer(copy.deepcopy(cfg), tmp_path / "tune")
+    for name, tensor in base.state_dict().items():  # starts from the given weights
+        assert torch.equal(trainer.model.state_dict()[name], tensor), name
+    b = trainer.batch(trainer.train_set, 0)
+    row = trainer.warmup_step(b)
+    assert row["fuse_real"] > 0 and row["fuse"] > row["fuse_real"]  # the real pairs' loss is part of it
+    assert "fuse_real" in trainer.bilevel_step(trainer.batch(trainer.train_set, 0), draw=0)
+
+    # the real pairs change the fusion update: same start, same batch, real_fusion weight 0 vs 1
+    updates = []
+    for weight in (0.0, 1.0):
+        cfg["loss"] = {"real_fusion": weight}
+        tuner = Trainer(copy.deepcopy(cfg), tmp_path / f"w{weight}")
+        tuner.warmup_step(tuner.batch(tuner.train_set, 0))
+        updates.append(torch.cat([p.detach().reshape(-1) for p in tuner.alpha]))
+    assert not torch.allclose(updates[0], updates[1])
+
+    other = copy.deepcopy(cfg)
+    other["model"]["fusion"]["width"] = 16
+    with pytest.raises(ValueError, match="init_from .* model config"):
+        Trainer(other, tmp_path / "mismatch")

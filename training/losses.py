@@ -22,6 +22,7 @@ class LossWeights:
     gradient_penalty: float = 10.0  # WGAN-GP
     detection: float = 1.0
     segmentation: float = 1.0
+    real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
 
 
 # --------------------------------------------------------------------------------------------- fusion

@@ -125,8 +125,8 @@ def _class_file(cfg: dict, meta, out: Path):
     return str(path)
 
 
-def prepare(cfg: dict, args, base_path: Path, out: Path) -> tuple[dict, object]:
-    """Fill the config from the command line and the base model: -> (trainer config, base model)."""
+def prepare(cfg: dict, args, base_path: Path, out: Path) -> dict:
+    """Fill the trainer config from the command line and the base model (its weights are init_from)."""
     from fusion_ros.checkpoint import load_model
 
     try:
@@ -157,10 +157,11 @@ def prepare(cfg: dict, args, base_path: Path, out: Path) -> tuple[dict, object]:
     model_cfg.pop("num_det_classes", None)
     model_cfg.pop("num_seg_classes", None)
     cfg["model"] = model_cfg
+    cfg["init_from"] = str(base_path.resolve())
     cfg["classes"] = _class_file(cfg, meta, out)
     cfg["retrain"] = {"base_model": str(base_path.resolve()), "bags": data["root"],
                       "heldout_bag": str(Path(args.heldout_bag).resolve()), "config": cfg.pop("_config_path", None)}
-    return cfg, base_model
+    return cfg
 
 
 def _label_summary(caches) -> dict:
@@ -405,8 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    import torch
-
     from fusion_ros.checkpoint import DEFAULT_MODEL
     from training.datasets import bag_caches
     from training.train import Trainer
@@ -435,7 +434,7 @@ def run(args) -> dict:
         raise RetrainError(f"{out} already holds a run; pass --resume to continue it or --out for a new folder")
     if args.resume and not ckpt.is_file():
         raise RetrainError(f"--resume: no checkpoint at {ckpt}")
-    cfg, base_model = prepare(cfg, args, base_path, out)
+    cfg = prepare(cfg, args, base_path, out)
 
     # 1. the bags -> cached pairs (built once; the trainer's splits read the same caches)
     from fusion_ros.classes import load_classes
@@ -456,14 +455,11 @@ def run(args) -> dict:
         loss["segmentation"] = 0.0
         print("note: no segmentation labels: segmentation loss weight set to 0")
 
-    # 2. bi-level training from the base weights
+    # 2. bi-level training from the base weights (cfg init_from)
     trainer = Trainer(cfg, out, args.device, config_path=cfg["retrain"]["config"])
     if args.resume:
         trainer.load_checkpoint(ckpt)
         print(f"resumed from {ckpt} at step {trainer.step}")
-    else:
-        with torch.no_grad():
-            trainer.model.load_state_dict(base_model.state_dict())
     trainer.fit()
     model_path = out / "model.pt"
     if not model_path.is_file():

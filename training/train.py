@@ -32,7 +32,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from fusion_ros.checkpoint import ModelMeta, save_model
+from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.classes import load_classes
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
@@ -93,6 +93,8 @@ class Trainer:
         )
         self.thermal_range = tuple(cfg["data"].get("thermal_range", (25315.0, 35315.0)))
         self.model = FusedPerceptionNet(model_cfg).to(self.device)
+        if cfg.get("init_from"):  # fine-tuning: start from a trained model of the same architecture
+            self.load_weights(cfg["init_from"], model_cfg)
         self.critic = L.PixelCritic().to(self.device)
         self.alpha = list(self.model.fusion.parameters())
         self.y = {
@@ -105,6 +107,10 @@ class Trainer:
         self.train_set, self.heldout_set, self.val_set = (
             build_dataset(cfg["data"], split, self.thermal_range, classes=classes) for split in ("train", "heldout", "val")
         )
+        # unlabelled real pairs that join the fusion objective (the upper level) only: the fused image
+        # learns real camera statistics without labels for them (data.fusion_pairs: e.g. kind: folder)
+        extra = cfg["data"].get("fusion_pairs")
+        self.fusion_pairs = build_dataset(extra, "train", self.thermal_range, classes=classes) if extra else None
         self.fusion_mode = cfg.get("fusion_mode", "bilevel")
         if self.fusion_mode not in FUSION_MODES:
             raise ValueError(f"fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
@@ -158,6 +164,17 @@ class Trainer:
         vis_y = L.rgb_to_luma(b["rgb"])
         return L.fusion_loss(fused_y, b["thermal"], vis_y, self.saliency(b), self.weights)
 
+    def fusion_objective(self, b: dict, fused_y: torch.Tensor, draw: int):
+        """L_fuse on the batch, plus (weight loss.real_fusion) L_fuse on the draw-th batch of fusion_pairs."""
+        loss, logs = self.upper_fusion_loss(b, fused_y)
+        if self.fusion_pairs is not None:
+            real = self.batch(self.fusion_pairs, draw)
+            _, real_y = self.model.fuse(real["thermal"], real["rgb"])
+            real_loss, _ = self.upper_fusion_loss(real, real_y)
+            loss = loss + self.weights.real_fusion * real_loss
+            logs = {**logs, "fuse_real": real_loss.item()}
+        return loss, logs
+
     def task_losses(self, b: dict, fused: torch.Tensor, fused_y: torch.Tensor, lower: bool):
         """f_i (lower=True: critic loss, semantic loss) or F_i (lower=False: adversarial, semantic)."""
         height, width = fused.shape[-2:]
@@ -187,7 +204,7 @@ class Trainer:
     def warmup_step(self, b: dict) -> dict:
         """Warm start of F on the fusion loss alone (as the paper does before the bi-level phase)."""
         _, fused_y = self.model.fuse(b["thermal"], b["rgb"])
-        loss, logs = self.upper_fusion_loss(b, fused_y)
+        loss, logs = self.fusion_objective(b, fused_y, self.step)
         for p, g in zip(self.alpha, self.all_reduce(grads_or_zeros(loss, self.alpha, retain_graph=False))):
             p.grad = g
         self.opt_upper.step()
@@ -215,7 +232,7 @@ class Trainer:
             # upper level on a held-out batch: F_i and the fusion objective itself
             held = self.batch(self.heldout_set, draw // self.sched.fusion_every)
             fused_h, fused_y_h = self.model.fuse(held["thermal"], held["rgb"])
-            fuse_loss, fuse_logs = self.upper_fusion_loss(held, fused_y_h)
+            fuse_loss, fuse_logs = self.fusion_objective(held, fused_y_h, draw // self.sched.fusion_every)
             upper, _ = self.task_losses(held, fused_h, fused_y_h, lower=False)
             grad_fuse = self.all_reduce(grads_or_zeros(fuse_loss, self.alpha))
             upper_grads = {t: self.all_reduce(grads_or_zeros(upper[t], self.alpha + self.y[t])) for t in TASKS}
@@ -325,6 +342,17 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ save and resume
+    def load_weights(self, path: str | Path, model_cfg: ModelConfig) -> None:
+        """Start from a trained model file (init_from); its architecture and class lists must match."""
+        model, meta = load_model(path, device=str(self.device))
+        if model.cfg != model_cfg:
+            raise ValueError(f"init_from {path}: its model config {model.cfg} differs from this run's {model_cfg}")
+        if (meta.det_classes, meta.seg_classes) != (self.det_classes, self.seg_classes):
+            raise ValueError(f"init_from {path}: its classes {meta.det_classes} / {meta.seg_classes} differ from "
+                             f"this run's {self.det_classes} / {self.seg_classes}")
+        self.model.load_state_dict(model.state_dict())
+
+
     def state(self) -> dict:
         return {
             "step": self.step, "cfg": self.cfg,
