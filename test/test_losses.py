@@ -1,4 +1,5 @@
 """Training losses: SSIM, fusion target, FCOS target assignment, focal/GIoU, critic."""
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,16 @@ def test_fusion_target_and_loss_prefer_the_right_source():
     good, _ = L.fusion_loss(target, ir, vis, mask, w)
     bad, _ = L.fusion_loss(vis, ir, vis, mask, w)
     assert float(good) < float(bad)
+
+
+def test_max_target_keeps_the_brighter_source_everywhere():
+    ir = torch.tensor([[[[0.9, 0.1], [0.5, 0.3]]]])
+    vis = torch.tensor([[[[0.2, 0.6], [0.5, 0.8]]]])
+    mask = torch.zeros_like(ir)
+    np.testing.assert_allclose(L.fusion_target(ir, vis, mask, "max").numpy(), [[[[0.9, 0.6], [0.5, 0.8]]]])
+    assert torch.equal(L.fusion_target(ir, vis, mask, "saliency"), vis)  # no salient pixel: all visible
+    with pytest.raises(ValueError, match="loss.target"):
+        L.LossWeights(target="min")
 
 
 def test_ir_saliency_marks_warm_blobs():

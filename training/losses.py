@@ -13,6 +13,9 @@ from torch import nn
 from fusion_ros.model import FPN_STRIDES, SIZE_RANGES, PerceptionOutput, fcos_points, rgb_to_ycbcr
 
 
+FUSION_TARGETS = ("saliency", "max")
+
+
 @dataclass
 class LossWeights:
     intensity: float = 1.0  # |F - T|_1 to the salient-target intensity map
@@ -23,6 +26,11 @@ class LossWeights:
     detection: float = 1.0
     segmentation: float = 1.0
     real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
+    target: str = "saliency"  # the fusion target T: "saliency" (authors) or "max" (see fusion_target)
+
+    def __post_init__(self):
+        if self.target not in FUSION_TARGETS:
+            raise ValueError(f"loss.target must be one of {', '.join(FUSION_TARGETS)}, got {self.target!r}")
 
 
 # --------------------------------------------------------------------------------------------- fusion
@@ -30,8 +38,18 @@ def rgb_to_luma(rgb: torch.Tensor) -> torch.Tensor:
     return rgb_to_ycbcr(rgb)[:, 0:1]
 
 
-def fusion_target(ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
-    """T = M*IR + (1-M)*Y: infrared wins inside salient (warm) targets, visible texture elsewhere."""
+def fusion_target(
+    ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, kind: str = "saliency"
+) -> torch.Tensor:
+    """The image the fused Y is pulled toward.
+
+    saliency (the authors'): T = M*IR + (1-M)*Y -- infrared inside salient (warm) targets, visible
+    elsewhere; at night or in fog "elsewhere" is a dark, flat visible image.
+    max (SeAFusion's intensity term): T = max(IR, Y) per pixel -- the brighter source wins everywhere,
+    so the thermal scene survives where the visible one is dark and visible texture where it is lit.
+    """
+    if kind == "max":
+        return torch.maximum(ir, vis_y)
     return saliency * ir + (1.0 - saliency) * vis_y
 
 
@@ -70,7 +88,7 @@ def fusion_loss(
     fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, w: LossWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad Y|)|_1."""
-    target = fusion_target(ir, vis_y, saliency)
+    target = fusion_target(ir, vis_y, saliency, w.target)
     intensity = F.l1_loss(fused_y, target)
     structure = 1.0 - ssim(fused_y, target)
     texture = F.l1_loss(sobel_magnitude(fused_y), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y)))

@@ -30,7 +30,7 @@ CARD = """# Model card: {name}
 - **Classes**: detection {det}; segmentation {seg}.
 - **Data**: the project's synthetic thermal+RGB generator (fusion_ros/synthetic.py), generated on the
   fly from seed {data_seed}: {train_size} training scenes, {heldout_size} held-out scenes for the upper
-  level, conditions {conditions}. No real images were used; expect a domain gap on real cameras.
+  level, conditions {conditions}. {real_data}
 - **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`,
   aggregation `{aggregation}`, {steps} steps on 2 CPU cores, finished {finished}.
   Command: `python -m training.train --config {config} --out {run}` then `python -m training.ship {run}`.
@@ -43,6 +43,17 @@ CARD = """# Model card: {name}
   {width}x{height}, parity-checked against torch at export).
 - **Shipped**: {today}.
 """
+
+
+def real_data_line(cfg: dict) -> str:
+    """What the card says about real images: none, or the unlabelled pairs of data.fusion_pairs."""
+    pairs = cfg["data"].get("fusion_pairs")
+    start = f"Fine-tuned from `{cfg['init_from']}`. " if cfg.get("init_from") else ""
+    if not pairs:
+        return start + "No real images were used; expect a domain gap on real cameras."
+    return (start + f"Real images: the fusion objective alone also saw the unlabelled `{pairs['kind']}` pairs under "
+            f"`{pairs['root']}` (train split; val_fraction {pairs.get('val_fraction', 0.1)} kept out); "
+            "detection and segmentation were learnt on generated scenes only.")
 
 
 def _fmt(x) -> str:
@@ -76,6 +87,7 @@ def main(argv=None) -> int:
         t_low=meta.thermal_range[0], t_high=meta.thermal_range[1], det=", ".join(meta.det_classes),
         seg=", ".join(meta.seg_classes), data_seed=cfg["data"]["seed"], train_size=cfg["data"]["train_size"],
         heldout_size=cfg["data"]["heldout_size"], conditions=cfg["data"].get("condition_weights"),
+        real_data=real_data_line(cfg),
         fusion_mode=meta.info.get("fusion_mode", "bilevel"), aggregation=cfg["schedule"]["aggregation"],
         steps=meta.info["steps"], finished=meta.info["date"], config=meta.info.get("config_path", "config/train_synthetic.yaml"),
         run=args.run, val_size=cfg["data"]["val_size"], val_map50=_fmt(val.get("map50")), val_map=_fmt(val.get("map50_95")),
