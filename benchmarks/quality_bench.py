@@ -47,6 +47,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def detection_benchmark(args) -> None:
     base = load_config(args.config)
+    if args.warmup_lr is not None:
+        base["schedule"]["fusion_warmup_lr"] = args.warmup_lr
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
                             checkpoint_every=10**9, lr_warmup_steps=min(100, args.steps // 10))
     base["data"]["crop"] = list(args.crop)
@@ -71,7 +73,9 @@ def detection_benchmark(args) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     columns = ["input", "mAP@0.5", "mAP@0.5:0.95", "mIoU", "train min", "step cost vs fusion-only"]
-    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up for learned fusion), batch "
+    warm_lr = base["schedule"].get("fusion_warmup_lr") or base["schedule"]["upper_lr"]
+    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {warm_lr:g} for learned fusion), "
+             f"fusion target {base.get('loss', {}).get('target', 'saliency')}, batch "
              f"{base['schedule']['batch_size']}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} "
              f"pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
@@ -156,6 +160,7 @@ def main(argv=None) -> int:
     det.add_argument("--config", default=str(ROOT / "config" / "train_synthetic.yaml"))
     det.add_argument("--steps", type=int, default=600)
     det.add_argument("--warmup", type=int, default=100)
+    det.add_argument("--warmup-lr", type=float, default=None, help="fusion net rate in the warm start")
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)
     det.add_argument("--modes", nargs="+", default=list(FUSION_MODES), choices=FUSION_MODES)

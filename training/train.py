@@ -58,6 +58,7 @@ class Schedule:
     lr_warmup_steps: int = 0
     lr_decay_at: tuple[float, ...] = ()  # fractions of `steps` where both learning rates drop x0.1
     hypergradient_scale: float = 1.0
+    fusion_warmup_lr: float | None = None  # the fusion net's rate in the warm start (None: upper_lr)
     aggregation: str = "grad_norm"
     log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
@@ -271,7 +272,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = s.lower_lr * factor
         for group in self.opt_upper.param_groups:
-            group["lr"] = s.upper_lr * (factor if bilevel_step >= 0 else 1.0)
+            group["lr"] = s.upper_lr * factor if bilevel_step >= 0 else (s.fusion_warmup_lr or s.upper_lr)
 
     # ------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after: int | None = None) -> None:
