@@ -1,6 +1,6 @@
 """Quality benchmark: does bi-level fusion help perception, and how good is the fused image?
 
-    python benchmarks/quality_bench.py detection [--steps 600 --warmup 100] [--out bench_out/quality]
+    python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target max]
     python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
 
 `detection` trains the semantic module with the same budget on five inputs -- IR only, RGB only, the
@@ -34,6 +34,7 @@ from fusion_ros.metrics import fusion_metrics  # noqa: E402
 from fusion_ros.model import rgb_to_ycbcr  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import SyntheticPairs  # noqa: E402
+from training.losses import FUSION_TARGETS  # noqa: E402
 from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -47,6 +48,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def detection_benchmark(args) -> None:
     base = load_config(args.config)
+    if args.target is not None:
+        base.setdefault("loss", {})["target"] = args.target
     if args.warmup_lr is not None:
         base["schedule"]["fusion_warmup_lr"] = args.warmup_lr
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
@@ -160,6 +163,7 @@ def main(argv=None) -> int:
     det.add_argument("--config", default=str(ROOT / "config" / "train_synthetic.yaml"))
     det.add_argument("--steps", type=int, default=600)
     det.add_argument("--warmup", type=int, default=100)
+    det.add_argument("--target", choices=FUSION_TARGETS, default=None, help="fusion target (loss.target)")
     det.add_argument("--warmup-lr", type=float, default=None, help="fusion net rate in the warm start")
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)
