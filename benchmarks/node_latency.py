@@ -183,17 +183,15 @@ def main(argv=None) -> int:
         rgb.header.frame_id = "rgb_optical"
         frames.append((thermal, rgb))
 
-    rss: list[tuple[float, float]] = []
-    anon: list[tuple[float, float, float]] = []  # (t, RssAnon, RssShmem)
+    memory: list[tuple[float, dict[str, float]]] = []  # (t, memory_mb())
     stop = threading.Event()
 
-    def sample_rss():
+    def sample_memory():
         t0 = time.monotonic()
         while not stop.is_set():
             value = memory_mb(proc.pid)
             if value is not None:
-                rss.append((time.monotonic() - t0, value["rss"]))
-                anon.append((time.monotonic() - t0, value.get("anon", float("nan")), value.get("shmem", float("nan"))))
+                memory.append((time.monotonic() - t0, value))
             stop.wait(1.0)
 
     try:
@@ -206,7 +204,7 @@ def main(argv=None) -> int:
         if pub_rgb.get_subscription_count() == 0:
             raise RuntimeError(f"node never subscribed:\n{log_path.read_text()}")
         time.sleep(1.0)  # let the node's publishers match our subscriptions
-        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
 
         period = 1.0 / args.rate
@@ -244,7 +242,13 @@ def main(argv=None) -> int:
 
     with lock:
         measured = [ms for t, ms in latencies if t - started >= args.warmup]
+    rss = [(t, m["rss"]) for t, m in memory]
     rss_values = [v for _, v in rss]
+
+    def first_last(part: str) -> list:
+        values = [m.get(part) for _, m in memory]
+        return [round(values[0], 1), round(values[-1], 1)] if values and None not in values else [None, None]
+
     half = [(t, v) for t, v in rss if t >= rss[-1][0] / 2] if rss else []
     slope = None
     if len(half) >= 3:
@@ -291,9 +295,8 @@ def main(argv=None) -> int:
                    "max": max(rss_values) if rss_values else None, "samples": len(rss_values),
                    "slope_mb_per_min_second_half": slope,
                    "every_10s": [round(v, 1) for t, v in rss[::10]],
-                   "anon_first_last": [round(anon[0][1], 1), round(anon[-1][1], 1)] if anon else None,
-                   "shmem_first_last": [round(anon[0][2], 1), round(anon[-1][2], 1)] if anon else None,
-                   "anon_every_10s": [round(a, 1) for t, a, _ in anon[::10]]},
+                   "anon_first_last": first_last("anon"), "shmem_first_last": first_last("shmem"),
+                   "anon_every_10s": [round(m.get("anon", float("nan")), 1) for _, m in memory[::10]]},
         "engine_failures": num("failures", last_engine),
         "node_log_tail": log_path.read_text().splitlines()[-5:],
     }
@@ -331,8 +334,7 @@ def main(argv=None) -> int:
         (f"node RSS at start / after {args.warmup:g} s / last / max",
          f"{fmt(mem['first'])} / {fmt(mem['after_warmup'])} / {fmt(mem['last'])} / {fmt(mem['max'])} MB"),
         ("  of which private (RssAnon) first / last; DDS shared memory (RssShmem) first / last",
-         f"{fmt((mem['anon_first_last'] or [None])[0])} / {fmt((mem['anon_first_last'] or [None, None])[1])}; "
-         f"{fmt((mem['shmem_first_last'] or [None])[0])} / {fmt((mem['shmem_first_last'] or [None, None])[1])} MB"),
+         " / ".join(map(fmt, mem["anon_first_last"])) + "; " + " / ".join(map(fmt, mem["shmem_first_last"])) + " MB"),
         ("RSS slope over the second half", fmt(mem["slope_mb_per_min_second_half"], " MB/min")),
         ("CPU cores / 1-min load average", f"{r['cpu_count']} / {r['load_avg_1min']:.2f}"),
     ]

@@ -35,7 +35,7 @@ from fusion_ros.model import rgb_to_ycbcr  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import SyntheticPairs  # noqa: E402
 from training.losses import FUSION_TARGETS  # noqa: E402
-from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
+from training.train import FUSION_MODES, Schedule, Trainer, load_config  # noqa: E402
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
@@ -76,7 +76,7 @@ def detection_benchmark(args) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     columns = ["input", "mAP@0.5", "mAP@0.5:0.95", "mIoU", "train min", "step cost vs fusion-only"]
-    warm_lr = base["schedule"].get("fusion_warmup_lr") or base["schedule"]["upper_lr"]
+    warm_lr = Schedule(**base["schedule"]).warm_start_lr
     setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {warm_lr:g} for learned fusion), "
              f"fusion target {base.get('loss', {}).get('target', 'saliency')}, batch "
              f"{base['schedule']['batch_size']}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} "

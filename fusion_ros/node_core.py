@@ -415,11 +415,10 @@ _TO_RGB = {"mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB, "bgr8": cv2.
 
 def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
     """A colour/mono frame -> contiguous H×W×3 uint8 RGB (the engine's visible input)."""
-    conversion = _TO_RGB.get(encoding)
-    if conversion is None and encoding == "rgb8":
+    if encoding == "rgb8":
         return np.ascontiguousarray(array)
-    if conversion is not None:
-        return cv2.cvtColor(array, conversion)  # ~40x faster than numpy channel slicing at 640x512
+    if encoding in _TO_RGB:
+        return cv2.cvtColor(array, _TO_RGB[encoding])  # ~40x faster than numpy channel slicing at 640x512
     raise ImageConversionError(f"colour encoding must be one of {', '.join(COLOR_ENCODINGS)}, got '{encoding}'")
 
 

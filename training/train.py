@@ -64,6 +64,10 @@ class Schedule:
     val_every: int = 200
     checkpoint_every: int = 100
 
+    @property
+    def warm_start_lr(self) -> float:
+        return self.fusion_warmup_lr or self.upper_lr
+
 
 def load_config(path: str | Path) -> dict:
     with open(path) as f:
@@ -272,7 +276,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = s.lower_lr * factor
         for group in self.opt_upper.param_groups:
-            group["lr"] = s.upper_lr * factor if bilevel_step >= 0 else (s.fusion_warmup_lr or s.upper_lr)
+            group["lr"] = s.upper_lr * factor if bilevel_step >= 0 else s.warm_start_lr
 
     # ------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after: int | None = None) -> None:
