@@ -40,6 +40,22 @@ def test_max_target_keeps_the_brighter_source_everywhere():
         L.LossWeights(target="min")
 
 
+def test_detail_target_keeps_thermal_contrast_and_adds_only_visible_detail():
+    torch.manual_seed(0)
+    ir = torch.full((1, 1, 96, 96), 0.3)
+    ir[..., 10:40, 10:20] = 0.6  # a warm person, invisible in the visible image
+    flat_vis = torch.full_like(ir, 0.8)  # a fog veil: bright, no detail
+    np.testing.assert_allclose(L.fusion_target(ir, flat_vis, None, "detail").numpy(), ir.numpy(), atol=1e-6)
+    noisy_night = (0.05 + 0.03 * torch.randn_like(ir)).clamp(0, 1)  # dark, gain noise only
+    assert float((L.fusion_target(ir, noisy_night, None, "detail") - ir).abs().mean()) < 0.01
+    sign = flat_vis.clone()
+    sign[..., 60:76, 60:76] = 1.0  # a bright sign, at ambient temperature (no thermal contrast)
+    target = L.fusion_target(ir, sign, None, "detail")
+    assert float(target[0, 0, 68, 68]) > 0.3 + 0.1  # the sign stands out of the thermal background
+    assert float(target[0, 0, 25, 15] - target[0, 0, 25, 30]) == pytest.approx(0.3, abs=1e-3)  # person intact
+    assert float(target.min()) >= 0.0 and float(target.max()) <= 1.0
+
+
 def test_ir_saliency_marks_warm_blobs():
     ir = torch.full((1, 1, 64, 64), 0.3)
     ir[..., 20:30, 20:30] = 0.9

@@ -4,6 +4,7 @@ Weights come from the `loss:` section of the training config (`LossWeights`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from fusion_ros.model import FPN_STRIDES, SIZE_RANGES, PerceptionOutput, fcos_points, rgb_to_ycbcr
 
 
-FUSION_TARGETS = ("saliency", "max")
+FUSION_TARGETS = ("saliency", "max", "detail")
 
 
 @dataclass
@@ -26,7 +27,7 @@ class LossWeights:
     detection: float = 1.0
     segmentation: float = 1.0
     real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
-    target: str = "saliency"  # the fusion target T: "saliency" (authors) or "max" (see fusion_target)
+    target: str = "saliency"  # the fusion target T: "saliency" (authors), "max" or "detail" (see fusion_target)
 
     def __post_init__(self):
         if self.target not in FUSION_TARGETS:
@@ -46,11 +47,33 @@ def fusion_target(
     saliency (the authors'): T = M*IR + (1-M)*Y -- infrared inside salient (warm) targets, visible
     elsewhere; at night or in fog "elsewhere" is a dark, flat visible image.
     max (SeAFusion's intensity term): T = max(IR, Y) per pixel -- the brighter source wins everywhere,
-    so the thermal scene survives where the visible one is dark and visible texture where it is lit.
+    so the thermal scene survives where the visible one is dark, but a bright fog veil or glare bloom
+    also wins over the thermal objects behind it.
+    detail: T = IR + (Y - blur(Y)) -- the thermal image as the base, the visible image's detail laid on
+    top (what thermal cameras' visible-edge overlays do): thermal objects keep their full contrast in
+    every condition, and what only the visible camera shows (signs, lane paint, lights) is added as
+    local contrast; a fog veil or the dark of night carries no detail and so adds nothing.
     """
     if kind == "max":
         return torch.maximum(ir, vis_y)
+    if kind == "detail":
+        return (ir + visible_detail(vis_y)).clamp(0.0, 1.0)
     return saliency * ir + (1.0 - saliency) * vis_y
+
+
+def visible_detail(vis_y: torch.Tensor, noise_sigma: float = 1.0, base_sigma: float = 8.0) -> torch.Tensor:
+    """Y minus its large-scale base (Gaussian, `base_sigma` px) after a light denoise (`noise_sigma`), so
+    that night-time gain noise is not taken for detail."""
+    smooth = _gaussian_blur(vis_y, noise_sigma)
+    return smooth - _gaussian_blur(smooth, base_sigma)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (B, 1, H, W) batch, reflect-padded (kernel of 6 sigma + 1 taps)."""
+    g = _gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma, device=x.device, dtype=x.dtype)
+    pad = g.numel() // 2
+    x = F.pad(x, [pad] * 4, mode="reflect")
+    return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
 
 
 def _gaussian_kernel(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
