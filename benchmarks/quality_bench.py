@@ -1,6 +1,7 @@
 """Quality benchmark: does bi-level fusion help perception, and how good is the fused image?
 
-    python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target max]
+    python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target detail
+                                                  --chroma denoised --aggregation random]
     python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
 
 `detection` trains the semantic module with the same budget on five inputs -- IR only, RGB only, the
@@ -9,7 +10,8 @@ and the bi-level method -- and scores each on a night+fog-heavy synthetic hold-o
 mAP@0.5:0.95, mIoU). It also reports the bi-level phase's mean step time over a fusion-only
 (warm-start) step of the same run.
 `fusion` scores fused images on the real pairs in ../shared/data/ivf_samples (RoadScene, TNO) with
-EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR-only and visible-only fusion; with
+EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR + visible detail (the `detail` fusion
+target as a fixed rule), IR-only and visible-only fusion; with
 --split-config, the pairs that config fine-tuned the fusion net on (data.fusion_pairs) are left out.
 Both write JSON and a Markdown table into --out.
 """
@@ -31,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from fusion_ros.checkpoint import DEFAULT_MODEL, load_model  # noqa: E402
 from fusion_ros.metrics import fusion_metrics  # noqa: E402
-from fusion_ros.model import rgb_to_ycbcr  # noqa: E402
+from fusion_ros.model import CHROMA_MODES, rgb_to_ycbcr  # noqa: E402
+from training.bilevel import TaskWeights  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import SyntheticPairs  # noqa: E402
-from training.losses import FUSION_TARGETS  # noqa: E402
+from training.losses import FUSION_TARGETS, fusion_target  # noqa: E402
 from training.train import FUSION_MODES, Schedule, Trainer, load_config  # noqa: E402
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -52,6 +55,10 @@ def detection_benchmark(args) -> None:
         base.setdefault("loss", {})["target"] = args.target
     if args.warmup_lr is not None:
         base["schedule"]["fusion_warmup_lr"] = args.warmup_lr
+    if args.chroma is not None:
+        base["model"]["chroma"] = args.chroma
+    if args.aggregation is not None:
+        base["schedule"]["aggregation"] = args.aggregation
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
                             checkpoint_every=10**9, lr_warmup_steps=min(100, args.steps // 10))
     base["data"]["crop"] = list(args.crop)
@@ -68,7 +75,7 @@ def detection_benchmark(args) -> None:
                                  trainer.thermal_range, condition_weights=HOLDOUT_CONDITIONS)
         result = trainer.evaluate(holdout)
         row = {"input": mode, "mAP@0.5": result["map50"], "mAP@0.5:0.95": result["map50_95"],
-               "mIoU": result["miou"], "train min": train_minutes}
+               "mIoU": result["miou"], "train min": train_minutes, "AP@0.5 per class": result["ap50"]}
         if mode == "bilevel":
             warm = [r["seconds"] for r in trainer.history if r["phase"] == "warmup"]
             bilevel = [r["seconds"] for r in trainer.history if r["phase"] in ("lower", "bilevel")]
@@ -78,7 +85,8 @@ def detection_benchmark(args) -> None:
     columns = ["input", "mAP@0.5", "mAP@0.5:0.95", "mIoU", "train min", "step cost vs fusion-only"]
     warm_lr = Schedule(**base["schedule"]).warm_start_lr
     setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {warm_lr:g} for learned fusion), "
-             f"fusion target {base.get('loss', {}).get('target', 'saliency')}, batch "
+             f"fusion target {base.get('loss', {}).get('target', 'saliency')}, fused colour "
+             f"{base['model'].get('chroma', 'visible')}, aggregation {base['schedule']['aggregation']}, batch "
              f"{base['schedule']['batch_size']}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} "
              f"pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
@@ -132,6 +140,7 @@ def fusion_benchmark(args) -> None:
             candidates.update({
                 "average": 0.5 * (ir_t + vis_y),
                 "max": torch.maximum(ir_t, vis_y),
+                "IR + visible detail": fusion_target(ir_t, vis_y, None, "detail"),
                 "IR only": ir_t,
                 "visible only": vis_y,
             })
@@ -165,6 +174,9 @@ def main(argv=None) -> int:
     det.add_argument("--warmup", type=int, default=100)
     det.add_argument("--target", choices=FUSION_TARGETS, default=None, help="fusion target (loss.target)")
     det.add_argument("--warmup-lr", type=float, default=None, help="fusion net rate in the warm start")
+    det.add_argument("--chroma", choices=CHROMA_MODES, default=None, help="fused image colour (model.chroma)")
+    det.add_argument("--aggregation", choices=TaskWeights.MODES, default=None,
+                     help="task-weight rule of the bi-level fusion update (schedule.aggregation)")
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)
     det.add_argument("--modes", nargs="+", default=list(FUSION_MODES), choices=FUSION_MODES)

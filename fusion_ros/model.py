@@ -35,6 +35,9 @@ class FusionConfig:
     head_channels: int = 8
 
 
+CHROMA_MODES = ("visible", "denoised")
+
+
 @dataclass
 class ModelConfig:
     num_det_classes: int = 6
@@ -44,6 +47,10 @@ class ModelConfig:
     fpn_channels: int = 64
     head_convs: int = 1
     seg_channels: int = 32
+    # the fused image's colour: "visible" = the visible Cb/Cr as they are (the authors'), "denoised" =
+    # the same, cleaned of the camera's colour noise (see `fused_chroma`); models saved before this
+    # option existed load as "visible"
+    chroma: str = "visible"
 
     @classmethod
     def from_dict(cls, raw: dict) -> "ModelConfig":
@@ -67,6 +74,8 @@ class ModelConfig:
             raise ValueError("backbone_channels needs 5 entries (strides 2..32)")
         if self.fusion.body_stride not in (1, 2, 4):
             raise ValueError("fusion.body_stride must be 1, 2 or 4")
+        if self.chroma not in CHROMA_MODES:
+            raise ValueError(f"chroma must be one of {', '.join(CHROMA_MODES)}, got {self.chroma!r}")
 
 
 PAPER_FUSION = FusionConfig(
@@ -96,6 +105,20 @@ def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     g = y - 0.714 * cr - 0.344 * cb
     b = y + 1.773 * cb
     return torch.cat([r, g, b], dim=1).clamp(0.0, 1.0)
+
+
+def fused_chroma(cbcr: torch.Tensor, vis_y: torch.Tensor, fused_y: torch.Tensor, block: int = 4) -> torch.Tensor:
+    """The visible Cb/Cr cleaned for a fused image whose luminance may come from the thermal camera.
+
+    At night a visible camera's colour is mostly gain noise, several times the thermal image's noise;
+    laid over thermal luminance it buries small warm objects. So: colour at 1/`block` resolution
+    (block means, bilinear back: noise / block, as 4:2:0 video keeps it), and faded by Y_vis / Y_fused
+    where the fused pixel is brighter than the visible one (colour measured in the dark is not trusted).
+    """
+    offset = F.avg_pool2d(cbcr - 0.5, block, ceil_mode=True)
+    offset = F.interpolate(offset, size=cbcr.shape[-2:], mode="bilinear", align_corners=False)
+    trust = (vis_y / fused_y.clamp_min(1e-3)).clamp(max=1.0)
+    return 0.5 + offset * trust
 
 
 # ---------------------------------------------------------------------------------------------- fusion
@@ -323,7 +346,10 @@ class FusedPerceptionNet(nn.Module):
         """Fused RGB and fused Y: the fused Y replaces the visible luminance, colour comes from Cb/Cr."""
         ycbcr = rgb_to_ycbcr(rgb)
         fused_y = self.fusion(thermal, ycbcr[:, 0:1])
-        return ycbcr_to_rgb(torch.cat([fused_y, ycbcr[:, 1:]], dim=1)), fused_y
+        chroma = ycbcr[:, 1:]
+        if self.cfg.chroma == "denoised":
+            chroma = fused_chroma(chroma, ycbcr[:, 0:1], fused_y)
+        return ycbcr_to_rgb(torch.cat([fused_y, chroma], dim=1)), fused_y
 
     def perceive(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The semantic module on any RGB image (fused, or a single modality for baselines)."""

@@ -8,6 +8,7 @@ from fusion_ros.model import (
     count_parameters,
     decode_boxes,
     fcos_points,
+    fused_chroma,
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
@@ -74,6 +75,29 @@ def test_colour_round_trip_and_luminance_only_change():
     grey = torch.full((1, 3, 4, 4), 0.4)
     ycc = rgb_to_ycbcr(grey)
     assert torch.allclose(ycc[:, 1:], torch.full_like(ycc[:, 1:], 0.5), atol=1e-6)  # grey has no chroma
+
+
+def test_denoised_chroma_keeps_lit_colour_and_drops_colour_noise_in_the_dark():
+    torch.manual_seed(0)
+    lit = torch.cat([torch.full((1, 1, 16, 20), 0.3), torch.full((1, 1, 16, 20), 0.7)], dim=1)
+    # a uniformly coloured, well-lit visible image under a fused Y no brighter than it: colour unchanged
+    same = fused_chroma(lit, torch.full((1, 1, 16, 20), 0.6), torch.full((1, 1, 16, 20), 0.4))
+    assert torch.allclose(same, lit, atol=1e-6)
+    # night: dark visible pixels carrying colour noise, under thermal luminance 8x brighter
+    noise = 0.5 + 0.03 * torch.randn(1, 2, 64, 80)
+    dark = fused_chroma(noise, torch.full((1, 1, 64, 80), 0.05), torch.full((1, 1, 64, 80), 0.4))
+    assert float((dark - 0.5).std()) < float((noise - 0.5).std()) / 20
+    # the model applies it only when asked; files saved before the option load as "visible"
+    thermal, rgb = torch.rand(1, 1, 32, 40), 0.5 + 0.05 * torch.randn(1, 3, 32, 40)
+    plain = FusedPerceptionNet(ModelConfig()).eval()
+    cleaned = FusedPerceptionNet(ModelConfig(chroma="denoised")).eval()
+    cleaned.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        (rgb_plain, y_plain), (rgb_clean, y_clean) = plain.fuse(thermal, rgb), cleaned.fuse(thermal, rgb)
+    assert torch.equal(y_plain, y_clean) and not torch.allclose(rgb_plain, rgb_clean)
+    assert ModelConfig.from_dict({}).chroma == "visible"
+    with pytest.raises(ValueError, match="chroma"):
+        ModelConfig(chroma="grey").validate()
 
 
 def test_decode_boxes():
