@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,12 +50,14 @@ def live_replay(bag: Path, out: Path, model: str, backend: str, rate: float) -> 
         "-p", "use_sim_time:=true",
     ]
     print("$", " ".join(node_cmd), flush=True)
+    recording = out / "node_outputs"
+    shutil.rmtree(recording, ignore_errors=True)  # the demo's own output of a previous run (bag writers never overwrite)
     node = subprocess.Popen(node_cmd, env=env)
     try:
         summary = out / "live.json"
         run([sys.executable, "-m", "fusion_ros.nodes.bag_player", str(bag), "--rate", str(rate),
              "--topics", THERMAL, RGB, "--wait-for-subscribers", "120", "--measure", *NODE_OUTPUTS,
-             "--measure-out", str(summary), "--record", str(out / "node_outputs"), "--linger", "5"], env=env)
+             "--measure-out", str(summary), "--record", str(recording), "--linger", "5"], env=env)
         if node.poll() is not None:
             raise RuntimeError(f"the fusion node exited early (code {node.returncode})")
         return json.loads(summary.read_text())

@@ -36,9 +36,9 @@ SPLIT = {"block_seconds": 0.5, "gap_seconds": 0.1}
 def random_model(path: Path) -> Path:
     torch.manual_seed(0)
     classes = load_classes()
-    save_model(path, FusedPerceptionNet(ModelConfig()),
+    save_model(path, FusedPerceptionNet(ModelConfig(chroma="denoised")),
                ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=(H, W),
-                         thermal_range=RANGE))
+                         thermal_range=RANGE, info={"config": {"loss": {"target": "detail"}}}))
     return path
 
 
@@ -202,6 +202,8 @@ def test_retrain_cli_end_to_end(bags, capsys):
 
     new, meta = load_model(out / "model.pt")
     assert meta.input_size == (H, W) and meta.info["config"]["retrain"]["base_model"] == str(model.resolve())
+    # the fine-tune keeps the base model's fused-image recipe: its fusion target and colour handling
+    assert meta.info["config"]["loss"]["target"] == "detail" and new.cfg.chroma == "denoised"
     base, _ = load_model(model)
     assert any(not torch.equal(a, b) for a, b in zip(new.state_dict().values(), base.state_dict().values()))
     engine = create_engine(out / "model.onnx", backend="onnxruntime")

@@ -7,6 +7,8 @@ import torch
 import yaml
 
 from fusion_ros.checkpoint import load_model
+from fusion_ros.engine.sidecar import sha256_file
+from training.ship import real_data_line
 from training.train import Trainer, load_config, main
 
 TINY = {
@@ -194,6 +196,10 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
     trainer = Trainer(copy.deepcopy(cfg), tmp_path / "tune")
     for name, tensor in base.state_dict().items():  # starts from the given weights
         assert torch.equal(trainer.model.state_dict()[name], tensor), name
+    # the start is recorded by content (the card must survive the base file being overwritten by the ship)
+    base_sha = sha256_file(cfg["init_from"])
+    assert trainer.init_from == {"path": cfg["init_from"], "sha256": base_sha}
+    assert base_sha in real_data_line(cfg, trainer.init_from)
     b = trainer.batch(trainer.train_set, 0)
     row = trainer.warmup_step(b)
     assert row["fuse_real"] > 0 and row["fuse"] > row["fuse_real"]  # the real pairs' loss is part of it
@@ -212,3 +218,6 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
     other["model"]["fusion"]["width"] = 16
     with pytest.raises(ValueError, match="init_from .* model config"):
         Trainer(other, tmp_path / "mismatch")
+    recoloured = copy.deepcopy(cfg)
+    recoloured["model"]["chroma"] = "denoised"  # colour handling has no weights: a fine-tune may change it
+    assert Trainer(recoloured, tmp_path / "recoloured").model.cfg.chroma == "denoised"

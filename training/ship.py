@@ -31,8 +31,8 @@ CARD = """# Model card: {name}
 - **Data**: the project's synthetic thermal+RGB generator (fusion_ros/synthetic.py), generated on the
   fly from seed {data_seed}: {train_size} training scenes, {heldout_size} held-out scenes for the upper
   level, conditions {conditions}. {real_data}
-- **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`,
-  aggregation `{aggregation}`, {steps} steps on 2 CPU cores, finished {finished}.
+- **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`, fusion target
+  `{target}`, fused colour `{chroma}`, aggregation `{aggregation}`, {steps} steps on 2 CPU cores, finished {finished}.
   Command: `python -m training.train --config {config} --out {run}` then `python -m training.ship {run}`.
   {note}
 - **Validation at the end of training** ({val_size} scenes, training condition mix):
@@ -45,10 +45,11 @@ CARD = """# Model card: {name}
 """
 
 
-def real_data_line(cfg: dict) -> str:
-    """What the card says about real images: none, or the unlabelled pairs of data.fusion_pairs."""
+def real_data_line(cfg: dict, init_from: dict | None = None) -> str:
+    """What the card says about the starting point (init_from: the trainer's path + sha256 record) and
+    real images: none, or the unlabelled pairs of data.fusion_pairs."""
     pairs = cfg["data"].get("fusion_pairs")
-    start = f"Fine-tuned from `{cfg['init_from']}`. " if cfg.get("init_from") else ""
+    start = f"Fine-tuned from `{init_from['path']}` (sha256 {init_from['sha256']}). " if init_from else ""
     if not pairs:
         return start + "No real images were used; expect a domain gap on real cameras."
     return (start + f"Real images: the fusion objective alone also saw the unlabelled `{pairs['kind']}` pairs under "
@@ -87,8 +88,9 @@ def main(argv=None) -> int:
         t_low=meta.thermal_range[0], t_high=meta.thermal_range[1], det=", ".join(meta.det_classes),
         seg=", ".join(meta.seg_classes), data_seed=cfg["data"]["seed"], train_size=cfg["data"]["train_size"],
         heldout_size=cfg["data"]["heldout_size"], conditions=cfg["data"].get("condition_weights"),
-        real_data=real_data_line(cfg),
+        real_data=real_data_line(cfg, meta.info.get("init_from")),
         fusion_mode=meta.info.get("fusion_mode", "bilevel"), aggregation=cfg["schedule"]["aggregation"],
+        target=(cfg.get("loss") or {}).get("target", "saliency"), chroma=model.cfg.chroma,
         steps=meta.info["steps"], finished=meta.info["date"], config=meta.info.get("config_path", "config/train_synthetic.yaml"),
         run=args.run, val_size=cfg["data"]["val_size"], val_map50=_fmt(val.get("map50")), val_map=_fmt(val.get("map50_95")),
         val_miou=_fmt(val.get("miou")), holdout_size=args.holdout, holdout_conditions=HOLDOUT_CONDITIONS,

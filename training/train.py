@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.classes import load_classes
+from fusion_ros.engine.sidecar import sha256_file
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_ros.postprocess import decode_detections, segmentation_mask
@@ -98,6 +99,7 @@ class Trainer:
         )
         self.thermal_range = tuple(cfg["data"].get("thermal_range", (25315.0, 35315.0)))
         self.model = FusedPerceptionNet(model_cfg).to(self.device)
+        self.init_from = None  # {"path", "sha256"} of the model a fine-tune started from
         if cfg.get("init_from"):  # fine-tuning: start from a trained model of the same architecture
             self.load_weights(cfg["init_from"], model_cfg)
         self.critic = L.PixelCritic().to(self.device)
@@ -348,15 +350,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ save and resume
     def load_weights(self, path: str | Path, model_cfg: ModelConfig) -> None:
-        """Start from a trained model file (init_from); its architecture and class lists must match."""
+        """Start from a trained model file (init_from); its architecture and class lists must match (its
+        colour handling, model.chroma, may differ: it has no weights)."""
         model, meta = load_model(path, device=str(self.device))
-        if model.cfg != model_cfg:
+        if replace(model.cfg, chroma=model_cfg.chroma) != model_cfg:  # chroma holds no weights: may change
             raise ValueError(f"init_from {path}: its model config {model.cfg} differs from this run's {model_cfg}")
         if (meta.det_classes, meta.seg_classes) != (self.det_classes, self.seg_classes):
             raise ValueError(f"init_from {path}: its classes {meta.det_classes} / {meta.seg_classes} differ from "
                              f"this run's {self.det_classes} / {self.seg_classes}")
         self.model.load_state_dict(model.state_dict())
-
+        # the file's hash, not just its path: a fine-tune is often shipped over the very file it started from
+        self.init_from = {"path": str(path), "sha256": sha256_file(path)}
 
     def state(self) -> dict:
         return {
@@ -384,7 +388,7 @@ class Trainer:
 
     def finish(self) -> None:
         info = {"config": self.cfg, "config_path": self.config_path, "date": date.today().isoformat(), "steps": self.step,
-                "fusion_mode": self.fusion_mode,
+                "fusion_mode": self.fusion_mode, "init_from": self.init_from,
                 "validation": getattr(self, "last_val", None)}
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
