@@ -59,6 +59,8 @@ def detection_benchmark(args) -> None:
         base["model"]["chroma"] = args.chroma
     if args.aggregation is not None:
         base["schedule"]["aggregation"] = args.aggregation
+    if args.seed is not None:  # initialisation and batch order; the scenes stay the same
+        base["seed"] = args.seed
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
                             checkpoint_every=10**9, lr_warmup_steps=min(100, args.steps // 10))
     base["data"]["crop"] = list(args.crop)
@@ -86,7 +88,8 @@ def detection_benchmark(args) -> None:
     warm_lr = Schedule(**base["schedule"]).warm_start_lr
     setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {warm_lr:g} for learned fusion), "
              f"fusion target {base.get('loss', {}).get('target', 'saliency')}, fused colour "
-             f"{base['model'].get('chroma', 'visible')}, aggregation {base['schedule']['aggregation']}, batch "
+             f"{base['model'].get('chroma', 'visible')}, aggregation {base['schedule']['aggregation']}, "
+             f"seed {base.get('seed', 0)}, batch "
              f"{base['schedule']['batch_size']}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} "
              f"pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
@@ -177,6 +180,7 @@ def main(argv=None) -> int:
     det.add_argument("--chroma", choices=CHROMA_MODES, default=None, help="fused image colour (model.chroma)")
     det.add_argument("--aggregation", choices=TaskWeights.MODES, default=None,
                      help="task-weight rule of the bi-level fusion update (schedule.aggregation)")
+    det.add_argument("--seed", type=int, default=None, help="training seed (config seed); data unchanged")
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)
     det.add_argument("--modes", nargs="+", default=list(FUSION_MODES), choices=FUSION_MODES)
