@@ -221,3 +221,9 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
     recoloured = copy.deepcopy(cfg)
     recoloured["model"]["chroma"] = "denoised"  # colour handling has no weights: a fine-tune may change it
     assert Trainer(recoloured, tmp_path / "recoloured").model.cfg.chroma == "denoised"
+
+    trainer.save_checkpoint()
+    (tmp_path / "base" / "model.pt").write_bytes(b"overwritten by a ship")  # a resumed run still names its start
+    resumed = Trainer(copy.deepcopy({**cfg, "init_from": None}), tmp_path / "tune")
+    resumed.load_checkpoint(tmp_path / "tune" / "checkpoint.pt")
+    assert resumed.init_from["sha256"] == base_sha

@@ -368,6 +368,7 @@ class Trainer:
             "model": self.model.state_dict(), "critic": self.critic.state_dict(),
             "opt_upper": self.opt_upper.state_dict(), "opt_lower": {t: o.state_dict() for t, o in self.opt_lower.items()},
             "task_weights": self.task_weights.state_dict(), "torch_rng": torch.get_rng_state(),
+            "init_from": self.init_from,
         }
 
     def save_checkpoint(self) -> None:
@@ -384,6 +385,7 @@ class Trainer:
             o.load_state_dict(state["opt_lower"][t])
         self.task_weights.load_state_dict(state["task_weights"])
         torch.set_rng_state(state["torch_rng"])
+        self.init_from = state.get("init_from", self.init_from)  # the base as it was when the run began
         self.step = state["step"]
 
     def finish(self) -> None:
