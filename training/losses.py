@@ -69,14 +69,16 @@ def visible_detail(vis_y: torch.Tensor, noise_sigma: float = 1.0, base_sigma: fl
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of a (B, 1, H, W) batch, reflect-padded (kernel of 6 sigma + 1 taps)."""
+    """Separable Gaussian blur of every channel of a (B, C, H, W) batch, reflect-padded (6 sigma + 1 taps)."""
+    channels = x.shape[1]
     g = _gaussian_kernel(2 * math.ceil(3 * sigma) + 1, sigma, device=x.device, dtype=x.dtype)
     pad = g.numel() // 2
     x = F.pad(x, [pad] * 4, mode="reflect")
-    return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
 
 
-def _gaussian_kernel(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.float32) -> torch.Tensor:
+def _gaussian_kernel(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
     coords = torch.arange(size, dtype=dtype, device=device) - size // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     return g / g.sum()
@@ -87,13 +89,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
     The five local statistics are blurred in one separable (11 + 11 taps) pass.
     """
-    g = _gaussian_kernel(device=x.device, dtype=x.dtype)
-    pad = g.numel() // 2
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    stats = F.pad(stats, [pad] * 4, mode="reflect")
-    stats = F.conv2d(stats, g.view(1, 1, 1, -1).expand(5, 1, 1, -1).contiguous(), groups=5)
-    stats = F.conv2d(stats, g.view(1, 1, -1, 1).expand(5, 1, -1, 1).contiguous(), groups=5)
+    stats = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1), sigma=1.5)
     mu_x, mu_y, xx, yy, xy = stats.unbind(dim=1)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
