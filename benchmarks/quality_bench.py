@@ -38,7 +38,7 @@ from training.bilevel import TaskWeights  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import SyntheticPairs  # noqa: E402
 from training.losses import FUSION_TARGETS, fusion_target  # noqa: E402
-from training.train import FUSION_MODES, Schedule, Trainer, load_config  # noqa: E402
+from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
@@ -85,13 +85,12 @@ def detection_benchmark(args) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     columns = ["input", "mAP@0.5", "mAP@0.5:0.95", "mIoU", "train min", "step cost vs fusion-only"]
-    warm_lr = Schedule(**base["schedule"]).warm_start_lr
-    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {warm_lr:g} for learned fusion), "
-             f"fusion target {base.get('loss', {}).get('target', 'saliency')}, fused colour "
-             f"{base['model'].get('chroma', 'visible')}, aggregation {base['schedule']['aggregation']}, "
-             f"seed {base.get('seed', 0)}, batch "
-             f"{base['schedule']['batch_size']}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} "
-             f"pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
+    # the settings as the (last) trainer read them: the modes differ only in fusion_mode
+    sched = trainer.sched
+    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {sched.warm_start_lr:g} for learned fusion), "
+             f"fusion target {trainer.weights.target}, fused colour {trainer.model.cfg.chroma}, aggregation "
+             f"{sched.aggregation}, seed {trainer.seed}, batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, "
+             f"hold-out {args.holdout} pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
 
 
