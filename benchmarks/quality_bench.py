@@ -2,6 +2,7 @@
 
     python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target detail
                                                   --chroma denoised --aggregation random]
+    python benchmarks/quality_bench.py holdout RUN [RUN ...]
     python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
 
 `detection` trains the semantic module with the same budget on five inputs -- IR only, RGB only, the
@@ -9,6 +10,7 @@ average of IR and visible luminance, a fusion net trained on the fusion loss the
 and the bi-level method -- and scores each on a night+fog-heavy synthetic hold-out (mAP@0.5,
 mAP@0.5:0.95, mIoU). It also reports the bi-level phase's mean step time over a fusion-only
 (warm-start) step of the same run.
+`holdout` scores finished runs again on that hold-out, with AP@0.5 per class.
 `fusion` scores fused images on the real pairs in ../shared/data/ivf_samples (RoadScene, TNO) with
 EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR + visible detail (the `detail` fusion
 target as a fixed rule), IR-only and visible-only fusion; with
@@ -36,7 +38,7 @@ from fusion_ros.metrics import fusion_metrics  # noqa: E402
 from fusion_ros.model import CHROMA_MODES, rgb_to_ycbcr  # noqa: E402
 from training.bilevel import TaskWeights  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
-from training.data import SyntheticPairs  # noqa: E402
+from training.data import night_fog_holdout  # noqa: E402
 from training.losses import FUSION_TARGETS, fusion_target  # noqa: E402
 from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
 
@@ -73,11 +75,7 @@ def detection_benchmark(args) -> None:
         start = time.perf_counter()
         trainer.fit()
         train_minutes = (time.perf_counter() - start) / 60
-        holdout = SyntheticPairs(cfg["data"]["seed"] + 3, args.holdout, cfg["data"]["height"], cfg["data"]["width"],
-                                 trainer.thermal_range, condition_weights=HOLDOUT_CONDITIONS)
-        result = trainer.evaluate(holdout)
-        row = {"input": mode, "mAP@0.5": result["map50"], "mAP@0.5:0.95": result["map50_95"],
-               "mIoU": result["miou"], "train min": train_minutes, "AP@0.5 per class": result["ap50"]}
+        row = {"input": mode, **holdout_row(trainer, args.holdout), "train min": train_minutes}
         if mode == "bilevel":
             warm = [r["seconds"] for r in trainer.history if r["phase"] == "warmup"]
             bilevel = [r["seconds"] for r in trainer.history if r["phase"] in ("lower", "bilevel")]
@@ -92,6 +90,28 @@ def detection_benchmark(args) -> None:
              f"{sched.aggregation}, seed {trainer.seed}, batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, "
              f"hold-out {args.holdout} pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
+
+
+def holdout_row(trainer: Trainer, size: int) -> dict:
+    result = trainer.evaluate(night_fog_holdout(trainer.cfg["data"], size, trainer.thermal_range))
+    return {"mAP@0.5": result["map50"], "mAP@0.5:0.95": result["map50_95"], "mIoU": result["miou"],
+            "AP@0.5 per class": result["ap50"]}
+
+
+def holdout_benchmark(args) -> None:
+    """Score finished runs (e.g. earlier `detection` runs, saved before per-class AP was recorded) again
+    on the same hold-out, each with the input (fusion_mode) it was trained on."""
+    rows = []
+    for run in args.runs:
+        model, meta = load_model(run / "model.pt")
+        trainer = Trainer(meta.info["config"], args.out / "runs" / run.name)
+        trainer.model.load_state_dict(model.state_dict())
+        row = {"run": str(run), "input": trainer.fusion_mode, **holdout_row(trainer, args.holdout)}
+        row.update({f"AP {name}": ap for name, ap in row["AP@0.5 per class"].items()})
+        rows.append(row)
+    columns = ["run", "input", "mAP@0.5", "mAP@0.5:0.95", "mIoU"] + [f"AP {n}" for n in trainer.det_classes]
+    write_outputs(args.out, "holdout", rows, columns,
+                  f"hold-out {args.holdout} pairs ({HOLDOUT_CONDITIONS}), AP@0.5 per class")
 
 
 def read_pairs(folder: Path):
@@ -183,15 +203,18 @@ def main(argv=None) -> int:
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)
     det.add_argument("--modes", nargs="+", default=list(FUSION_MODES), choices=FUSION_MODES)
+    hold = sub.add_parser("holdout")
+    hold.add_argument("runs", type=Path, nargs="+", help="finished run folders (each holds model.pt)")
+    hold.add_argument("--holdout", type=int, default=48)
     fus = sub.add_parser("fusion")
     fus.add_argument("--model", nargs="+", default=[str(DEFAULT_MODEL)], help="one or more model files")
     fus.add_argument("--split-config", type=Path, default=None,
                      help="a fine-tune config with data.fusion_pairs: score only the pairs it did not train on")
     fus.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "data" / "ivf_samples")
-    for p in (det, fus):
+    for p in (det, hold, fus):
         p.add_argument("--out", type=Path, default=ROOT / "bench_out" / "quality")
     args = parser.parse_args(argv)
-    detection_benchmark(args) if args.what == "detection" else fusion_benchmark(args)
+    {"detection": detection_benchmark, "holdout": holdout_benchmark, "fusion": fusion_benchmark}[args.what](args)
     return 0
 
 

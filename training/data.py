@@ -20,6 +20,13 @@ NO_LABEL = 255
 NIGHT_FOG_HOLDOUT = {"night": 0.5, "fog": 0.4, "glare": 0.1}
 
 
+def night_fog_holdout(data_cfg: dict, size: int, thermal_range) -> "SyntheticPairs":
+    """The hold-out the model card and the quality benchmark score: `size` generated night/fog/glare
+    scenes at the training data's full size, from a seed no training split uses (data seed + 3)."""
+    return SyntheticPairs(data_cfg["seed"] + 3, size, data_cfg["height"], data_cfg["width"], thermal_range,
+                          condition_weights=NIGHT_FOG_HOLDOUT)
+
+
 @dataclass
 class Augment:
     crop: tuple[int, int] | None = None  # (height, width) random crop; None keeps the full frame

@@ -19,7 +19,7 @@ import yaml
 from fusion_ros.checkpoint import load_model
 from fusion_ros.model import count_parameters
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS
-from training.data import SyntheticPairs
+from training.data import night_fog_holdout
 from training.export import main as export_main
 from training.train import Trainer
 
@@ -79,9 +79,7 @@ def main(argv=None) -> int:
 
     trainer = Trainer(cfg, args.run / "ship_eval")
     trainer.model.load_state_dict(model.state_dict())
-    holdout = SyntheticPairs(cfg["data"]["seed"] + 3, args.holdout, meta.input_size[0], meta.input_size[1],
-                             meta.thermal_range, condition_weights=HOLDOUT_CONDITIONS)
-    ho = trainer.evaluate(holdout)
+    ho = trainer.evaluate(night_fog_holdout(cfg["data"], args.holdout, meta.thermal_range))
     val = meta.info.get("validation") or {}
     card = CARD.format(
         name=args.name, params=count_parameters(model) / 1e6, height=meta.input_size[0], width=meta.input_size[1],
