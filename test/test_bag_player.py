@@ -102,14 +102,16 @@ def test_publishes_with_bag_stamps_at_the_rate(bag, session, rate):
     for topic, rec in recorded.items():
         got = session.received[topic]
         assert [stamp_of(m.header) for _, m in got] == [stamp for _, stamp in rec], topic
-        # arrival times follow the recorded log times / rate (DDS adds ~ms; the machine is busy: loose)
+        # arrival times follow the recorded log times / rate. DDS adds ~ms, but CI's 2 cores can stall a
+        # thread for 100+ ms now and then, so judge the schedule by most frames, not the worst one: a player
+        # that ignored the rate (offsets grow to the bag's length) or flushed the bag at once (offsets go to
+        # minus its length) fails both checks by far.
         arrival = np.array([t for t, _ in got])
         logged = np.array([log for log, _ in rec]) * 1e-9 / rate
         offsets = (arrival - arrival[0]) - (logged - logged[0])
-        assert np.abs(offsets).max() < 0.15, (topic, np.abs(offsets).max())
-    span = session.received[RGB_TOPIC][-1][0] - session.received[RGB_TOPIC][0][0]
-    recorded_span = (recorded[RGB_TOPIC][-1][0] - recorded[RGB_TOPIC][0][0]) * 1e-9 / rate
-    assert span == pytest.approx(recorded_span, abs=0.15)
+        on_time = np.abs(offsets) < 0.05
+        detail = (topic, np.round(offsets, 3).tolist(), f"player max lag {stats.max_lag_ms:.0f} ms")
+        assert abs(np.median(offsets)) < 0.03 and on_time.mean() >= 0.75, detail
     # /clock: bag log time, monotonic, ticking while waiting
     clocks = [m.clock.sec * 10**9 + m.clock.nanosec for _, m in session.received.get("/clock", [])]
     assert len(clocks) >= sum(expected.values())
@@ -125,16 +127,21 @@ def test_loop_restarts_and_clock_jumps_back(bag, session):
     player = bag_player.BagPlayer(session.player_node, path, rate=4.0, topics=[RGB_TOPIC], loop=True)
     try:
         assert player.wait_for_subscribers(10.0)
-        stopper = threading.Timer(0.45, player.stop)  # a little under two passes at 4x (0.24 s each)
+        n = len(recorded[RGB_TOPIC])
+
+        def stop_during_second_pass():  # by progress, not by a timer: a busy machine shifts timers
+            if _wait_for(lambda: player.stats.published[RGB_TOPIC] > n, timeout=10.0):
+                player.stop()
+
+        stopper = threading.Thread(target=stop_during_second_pass, daemon=True)
         stopper.start()
         stats = player.run()
-        stopper.cancel()
+        stopper.join(timeout=10.0)
     finally:
         player.close()
     assert stats.loops == 2
     assert _wait_for(lambda: len(session.received.get(RGB_TOPIC, [])) == stats.published[RGB_TOPIC])
     stamps = [stamp_of(m.header) for _, m in session.received[RGB_TOPIC]]
-    n = len(recorded[RGB_TOPIC])
     assert stamps[:n] == [s for _, s in recorded[RGB_TOPIC]] and stamps[n] == stamps[0]  # restarted
     clocks = [m.clock.sec * 10**9 + m.clock.nanosec for _, m in session.received["/clock"]]
     assert sum(1 for a, b in zip(clocks, clocks[1:]) if b < a) == 1
