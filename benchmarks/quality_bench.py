@@ -1,7 +1,8 @@
 """Quality benchmark: does bi-level fusion help perception, and how good is the fused image?
 
     python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target detail
-                                                  --chroma denoised --aggregation random]
+                                                  --chroma denoised --thermal-skip
+                                                  --aggregation random]
     python benchmarks/quality_bench.py holdout RUN [RUN ...]
     python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
 
@@ -61,6 +62,8 @@ def detection_benchmark(args) -> None:
         base["model"]["chroma"] = args.chroma
     if args.aggregation is not None:
         base["schedule"]["aggregation"] = args.aggregation
+    if args.thermal_skip is not None:
+        base["model"].setdefault("fusion", {})["thermal_skip"] = args.thermal_skip
     if args.seed is not None:  # initialisation and batch order; the scenes stay the same
         base["seed"] = args.seed
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
@@ -86,7 +89,8 @@ def detection_benchmark(args) -> None:
     # the settings as the (last) trainer read them: the modes differ only in fusion_mode
     sched = trainer.sched
     setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {sched.warm_start_lr:g} for learned fusion), "
-             f"fusion target {trainer.weights.target}, fused colour {trainer.model.cfg.chroma}, aggregation "
+             f"fusion target {trainer.weights.target}, fused colour {trainer.model.cfg.chroma}, thermal skip "
+             f"{trainer.model.cfg.fusion.thermal_skip}, aggregation "
              f"{sched.aggregation}, seed {trainer.seed}, batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, "
              f"hold-out {args.holdout} pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
@@ -199,6 +203,8 @@ def main(argv=None) -> int:
     det.add_argument("--chroma", choices=CHROMA_MODES, default=None, help="fused image colour (model.chroma)")
     det.add_argument("--aggregation", choices=TaskWeights.MODES, default=None,
                      help="task-weight rule of the bi-level fusion update (schedule.aggregation)")
+    det.add_argument("--thermal-skip", action=argparse.BooleanOptionalAction, default=None,
+                     help="fusion net outputs a correction to the thermal image (model.fusion.thermal_skip)")
     det.add_argument("--seed", type=int, default=None, help="training seed (config seed); data unchanged")
     det.add_argument("--crop", type=int, nargs=2, default=(256, 320))
     det.add_argument("--holdout", type=int, default=48)

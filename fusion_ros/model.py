@@ -33,9 +33,14 @@ class FusionConfig:
     dilation: int = 2
     body_out_channels: int = 8  # body features projected (at low resolution) before upsampling
     head_channels: int = 8
+    # True: the network outputs a correction to the thermal image (in logit space, last layer zero at
+    # init), so the fused image starts as the sharp thermal frame instead of a blurred re-drawing of it;
+    # models saved before this option existed load as False (the authors' direct output)
+    thermal_skip: bool = False
 
 
 CHROMA_MODES = ("visible", "denoised")
+THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
 
 
 @dataclass
@@ -150,6 +155,8 @@ class FusionNet(nn.Module):
     A thin full-resolution stem keeps texture; the residual dense blocks decide which source wins where
     at 1/body_stride resolution, are projected to a few channels there (cheap) and upsampled; a small
     full-resolution head merges both. With body_stride=1 and PAPER_FUSION this is the authors' network.
+    With thermal_skip the head's output is added to logit(IR): the thin full-resolution path need not
+    re-draw the thermal image's edges (it blurred small animals), only what the visible image adds.
     """
 
     def __init__(self, cfg: FusionConfig):
@@ -168,13 +175,21 @@ class FusionNet(nn.Module):
             conv3x3(cfg.head_channels, 1),
         )
         self.body_stride = cfg.body_stride
+        self.thermal_skip = cfg.thermal_skip
+        if self.thermal_skip:  # start exactly at the thermal image: the correction is zero
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         stem = self.stem(torch.cat([ir, vis_y], dim=1))
         body = self.body(self.pool(stem))
         if self.body_stride > 1:
             body = F.interpolate(body, size=stem.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.head(torch.cat([stem, body], dim=1)))
+        out = self.head(torch.cat([stem, body], dim=1))
+        if self.thermal_skip:
+            ir = ir.clamp(THERMAL_SKIP_EPS, 1.0 - THERMAL_SKIP_EPS)
+            out = out + torch.log(ir) - torch.log1p(-ir)  # + logit(IR): sigmoid(0 + logit(IR)) = IR
+        return torch.sigmoid(out)
 
 
 # -------------------------------------------------------------------------------------- backbone + FPN

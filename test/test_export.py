@@ -12,7 +12,7 @@ import training.export as export_mod
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.engine.base import INPUT_NAMES, OUTPUT_NAMES
 from fusion_ros.engine.sidecar import sha256_file, sidecar_path
-from fusion_ros.model import FusedPerceptionNet, ModelConfig, fcos_points
+from fusion_ros.model import FusedPerceptionNet, FusionConfig, ModelConfig, fcos_points
 from training.export import ExportError, export_onnx, main
 
 H, W = 64, 80
@@ -60,13 +60,19 @@ def test_dynamic_export_graph_and_parity(dynamic_export, model_path):
         np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), atol=1e-3, rtol=1e-4)
 
 
-def test_denoised_chroma_exports_with_parity(tmp_path):
+def test_fused_image_options_export_with_parity(tmp_path):
+    """Denoised colour and the thermal skip are part of the exported graph, not Python-side extras."""
     torch.manual_seed(0)
-    path = tmp_path / "chroma.pt"
+    path = tmp_path / "options.pt"
     meta = ModelMeta(DET, SEG, input_size=(H, W), thermal_range=(27000.0, 33000.0), info={"version": "test-1"})
-    save_model(path, FusedPerceptionNet(ModelConfig(num_det_classes=len(DET), chroma="denoised")), meta)
-    result = export_onnx(path, tmp_path / "chroma.onnx")
-    assert load_model(path)[0].cfg.chroma == "denoised"
+    cfg = ModelConfig(num_det_classes=len(DET), chroma="denoised",
+                      fusion=FusionConfig(thermal_skip=True))
+    model = FusedPerceptionNet(cfg)
+    torch.nn.init.normal_(model.fusion.head[-1].weight, std=0.1)  # a trained correction, not the zero start
+    save_model(path, model, meta)
+    result = export_onnx(path, tmp_path / "options.onnx")
+    loaded = load_model(path)[0].cfg
+    assert loaded.chroma == "denoised" and loaded.fusion.thermal_skip
     assert result.parity["fused"] < 1e-4 and all(diff < 1e-3 for diff in result.parity.values())
 
 

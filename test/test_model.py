@@ -4,6 +4,8 @@ import torch
 from fusion_ros.model import (
     PAPER_FUSION,
     FusedPerceptionNet,
+    FusionConfig,
+    FusionNet,
     ModelConfig,
     count_parameters,
     decode_boxes,
@@ -98,6 +100,25 @@ def test_denoised_chroma_keeps_lit_colour_and_drops_colour_noise_in_the_dark():
     assert ModelConfig.from_dict({}).chroma == "visible"
     with pytest.raises(ValueError, match="chroma"):
         ModelConfig(chroma="grey").validate()
+
+
+def test_thermal_skip_starts_at_the_thermal_image_and_learns_a_correction():
+    torch.manual_seed(0)
+    ir, vis = torch.rand(2, 1, 24, 32), torch.rand(2, 1, 24, 32)
+    net = FusionNet(FusionConfig(thermal_skip=True))
+    fused = net(ir, vis)
+    assert torch.allclose(fused, ir.clamp(1e-3, 1 - 1e-3), atol=1e-5)  # whatever the visible image
+    # the zero-initialised last layer still gets a gradient: one step toward the visible image moves it
+    loss = (net(ir, vis) - vis).abs().mean()
+    loss.backward()
+    assert float(net.head[-1].weight.grad.abs().sum()) > 0
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    with torch.no_grad():
+        assert float((net(ir, vis) - vis).abs().mean()) < float(loss)
+    # without the option the network draws the image itself; old files (no key) load without it
+    plain = FusionNet(FusionConfig())
+    assert not torch.allclose(plain(ir, vis), ir, atol=1e-2)
+    assert ModelConfig.from_dict({"fusion": {"width": 32}}).fusion.thermal_skip is False
 
 
 def test_decode_boxes():
