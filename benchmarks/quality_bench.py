@@ -1,7 +1,7 @@
 """Quality benchmark: does bi-level fusion help perception, and how good is the fused image?
 
     python benchmarks/quality_bench.py detection [--steps 600 --warmup 100 --warmup-lr 1e-3 --target detail
-                                                  --chroma denoised --thermal-skip
+                                                  --detail-threshold 0.04 --chroma denoised --thermal-skip
                                                   --aggregation random]
     python benchmarks/quality_bench.py holdout RUN [RUN ...]
     python benchmarks/quality_bench.py fusion [--model MODEL.pt ...] [--split-config config/finetune_real_fusion.yaml]
@@ -56,6 +56,8 @@ def detection_benchmark(args) -> None:
     base = load_config(args.config)
     if args.target is not None:
         base.setdefault("loss", {})["target"] = args.target
+    if args.detail_threshold is not None:
+        base.setdefault("loss", {})["detail_threshold"] = args.detail_threshold
     if args.warmup_lr is not None:
         base["schedule"]["fusion_warmup_lr"] = args.warmup_lr
     if args.chroma is not None:
@@ -89,7 +91,7 @@ def detection_benchmark(args) -> None:
     # the settings as the (last) trainer read them: the modes differ only in fusion_mode
     sched = trainer.sched
     setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {sched.warm_start_lr:g} for learned fusion), "
-             f"fusion target {trainer.weights.target}, fused colour {trainer.model.cfg.chroma}, thermal skip "
+             f"fusion target {trainer.weights.target} (detail threshold {trainer.weights.detail_threshold:g}), fused colour {trainer.model.cfg.chroma}, thermal skip "
              f"{trainer.model.cfg.fusion.thermal_skip}, aggregation "
              f"{sched.aggregation}, seed {trainer.seed}, batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, "
              f"hold-out {args.holdout} pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
@@ -199,6 +201,8 @@ def main(argv=None) -> int:
     det.add_argument("--steps", type=int, default=600)
     det.add_argument("--warmup", type=int, default=100)
     det.add_argument("--target", choices=FUSION_TARGETS, default=None, help="fusion target (loss.target)")
+    det.add_argument("--detail-threshold", type=float, default=None,
+                     help="soft threshold on the visible detail of the detail target (loss.detail_threshold)")
     det.add_argument("--warmup-lr", type=float, default=None, help="fusion net rate in the warm start")
     det.add_argument("--chroma", choices=CHROMA_MODES, default=None, help="fused image colour (model.chroma)")
     det.add_argument("--aggregation", choices=TaskWeights.MODES, default=None,

@@ -56,6 +56,27 @@ def test_detail_target_keeps_thermal_contrast_and_adds_only_visible_detail():
     assert float(target.min()) >= 0.0 and float(target.max()) <= 1.0
 
 
+def test_detail_threshold_drops_weak_visible_detail_and_keeps_signs():
+    torch.manual_seed(0)
+    ir = torch.full((1, 1, 96, 96), 0.3)
+    ir[..., 10:40, 10:20] = 0.6  # a warm person
+    night = (0.05 + 0.03 * torch.randn_like(ir)).clamp(0, 1)  # gain noise and a retro-reflective sign
+    night[..., 60:76, 60:76] = 0.5
+    loose, strict = (L.fusion_target(ir, night, None, "detail", t) for t in (0.0, 0.04))
+    background = (slice(None), slice(None), slice(45, 96), slice(0, 50))  # noise only
+    assert float((strict - ir)[background].abs().mean()) < 0.2 * float((loose - ir)[background].abs().mean())
+    assert float(strict[0, 0, 68, 68]) > 0.3 + 0.1  # the sign still stands out
+    assert float(strict[0, 0, 25, 15] - strict[0, 0, 25, 30]) == pytest.approx(0.3, abs=1e-3)  # person intact
+    # the texture term asks for the edges the target keeps, not for the noise it drops
+    fused = strict.clone()
+    w_detail, w_max = L.LossWeights(target="detail", detail_threshold=0.04), L.LossWeights(target="max")
+    _, logs_detail = L.fusion_loss(fused, ir, night, None, w_detail)
+    _, logs_max = L.fusion_loss(fused, ir, night, None, w_max)
+    assert logs_detail["fuse_texture"] < 0.5 * logs_max["fuse_texture"]
+    with pytest.raises(ValueError, match="detail_threshold"):
+        L.LossWeights(detail_threshold=-0.1)
+
+
 def test_ir_saliency_marks_warm_blobs():
     ir = torch.full((1, 1, 64, 64), 0.3)
     ir[..., 20:30, 20:30] = 0.9

@@ -38,7 +38,7 @@ def random_model(path: Path) -> Path:
     classes = load_classes()
     save_model(path, FusedPerceptionNet(ModelConfig(chroma="denoised")),
                ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=(H, W),
-                         thermal_range=RANGE, info={"config": {"loss": {"target": "detail"}}}))
+                         thermal_range=RANGE, info={"config": {"loss": {"target": "detail", "detail_threshold": 0.04}}}))
     return path
 
 
@@ -204,6 +204,7 @@ def test_retrain_cli_end_to_end(bags, capsys):
     assert meta.input_size == (H, W) and meta.info["config"]["retrain"]["base_model"] == str(model.resolve())
     # the fine-tune keeps the base model's fused-image recipe: its fusion target and colour handling
     assert meta.info["config"]["loss"]["target"] == "detail" and new.cfg.chroma == "denoised"
+    assert meta.info["config"]["loss"]["detail_threshold"] == 0.04
     base, _ = load_model(model)
     assert any(not torch.equal(a, b) for a, b in zip(new.state_dict().values(), base.state_dict().values()))
     engine = create_engine(out / "model.onnx", backend="onnxruntime")

@@ -28,10 +28,15 @@ class LossWeights:
     segmentation: float = 1.0
     real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
     target: str = "saliency"  # the fusion target T: "saliency" (authors), "max" or "detail" (see fusion_target)
+    # detail target: visible detail weaker than this (in [0, 1] intensity) is dropped as clutter, stronger
+    # detail shrunk by it (soft threshold); 0 keeps all of it (how models before this option were trained)
+    detail_threshold: float = 0.0
 
     def __post_init__(self):
         if self.target not in FUSION_TARGETS:
             raise ValueError(f"loss.target must be one of {', '.join(FUSION_TARGETS)}, got {self.target!r}")
+        if not 0.0 <= self.detail_threshold < 1.0:
+            raise ValueError(f"loss.detail_threshold must be in [0, 1), got {self.detail_threshold}")
 
 
 # --------------------------------------------------------------------------------------------- fusion
@@ -40,7 +45,7 @@ def rgb_to_luma(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def fusion_target(
-    ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, kind: str = "saliency"
+    ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, kind: str = "saliency", detail_threshold: float = 0.0
 ) -> torch.Tensor:
     """The image the fused Y is pulled toward.
 
@@ -49,23 +54,30 @@ def fusion_target(
     max (SeAFusion's intensity term): T = max(IR, Y) per pixel -- the brighter source wins everywhere,
     so the thermal scene survives where the visible one is dark, but a bright fog veil or glare bloom
     also wins over the thermal objects behind it.
-    detail: T = IR + (Y - blur(Y)) -- the thermal image as the base, the visible image's detail laid on
-    top (what thermal cameras' visible-edge overlays do): thermal objects keep their full contrast in
-    every condition, and what only the visible camera shows (signs, lane paint, lights) is added as
-    local contrast; a fog veil or the dark of night carries no detail and so adds nothing.
+    detail: T = IR + D(Y), D = Y - blur(Y) -- the thermal image as the base, the visible image's detail
+    laid on top (what thermal cameras' visible-edge overlays do): thermal objects keep their full
+    contrast in every condition, and what only the visible camera shows (signs, lane paint, lights) is
+    added as local contrast; a fog veil or the dark of night carries no detail and so adds nothing.
+    With `detail_threshold` the detail is soft-thresholded first (see `visible_detail`).
     """
     if kind == "max":
         return torch.maximum(ir, vis_y)
     if kind == "detail":
-        return (ir + visible_detail(vis_y)).clamp(0.0, 1.0)
+        return (ir + visible_detail(vis_y, detail_threshold)).clamp(0.0, 1.0)
     return saliency * ir + (1.0 - saliency) * vis_y
 
 
-def visible_detail(vis_y: torch.Tensor, noise_sigma: float = 1.0, base_sigma: float = 8.0) -> torch.Tensor:
+def visible_detail(vis_y: torch.Tensor, threshold: float = 0.0, noise_sigma: float = 1.0,
+                   base_sigma: float = 8.0) -> torch.Tensor:
     """Y minus its large-scale base (Gaussian, `base_sigma` px) after a light denoise (`noise_sigma`), so
-    that night-time gain noise is not taken for detail."""
+    that night-time gain noise is not taken for detail; then soft-thresholded, sign(D) max(|D| - t, 0):
+    weak detail (residual noise, fog texture, glare gradients) around a warm object cost it more
+    contrast against its surroundings than it added, while signs and lane paint are far above t."""
     smooth = _gaussian_blur(vis_y, noise_sigma)
-    return smooth - _gaussian_blur(smooth, base_sigma)
+    detail = smooth - _gaussian_blur(smooth, base_sigma)
+    if threshold > 0:
+        detail = torch.sign(detail) * (detail.abs() - threshold).clamp_min(0.0)
+    return detail
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -107,11 +119,15 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
 def fusion_loss(
     fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, w: LossWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad Y|)|_1."""
-    target = fusion_target(ir, vis_y, saliency, w.target)
+    """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad V|)|_1.
+
+    V is the visible Y, or, for the detail target, the visible detail that target keeps: otherwise the
+    texture term would ask for the very gain-noise and clutter edges the target leaves out."""
+    target = fusion_target(ir, vis_y, saliency, w.target, w.detail_threshold)
     intensity = F.l1_loss(fused_y, target)
     structure = 1.0 - ssim(fused_y, target)
-    texture = F.l1_loss(sobel_magnitude(fused_y), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_y)))
+    vis_edges = visible_detail(vis_y, w.detail_threshold) if w.target == "detail" else vis_y
+    texture = F.l1_loss(sobel_magnitude(fused_y), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_edges)))
     total = w.intensity * intensity + w.ssim * structure + w.texture * texture
     return total, {"fuse_intensity": intensity.item(), "fuse_ssim": structure.item(), "fuse_texture": texture.item()}
 

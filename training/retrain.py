@@ -157,9 +157,10 @@ def prepare(cfg: dict, args, base_path: Path, out: Path) -> dict:
     model_cfg.pop("num_det_classes", None)
     model_cfg.pop("num_seg_classes", None)
     cfg["model"] = model_cfg
-    base_target = ((meta.info.get("config") or {}).get("loss") or {}).get("target")
-    if base_target:  # keep pulling the fused image toward what the base model was trained to produce
-        cfg.setdefault("loss", {}).setdefault("target", base_target)
+    base_loss = (meta.info.get("config") or {}).get("loss") or {}
+    for key in ("target", "detail_threshold"):  # keep pulling the fused image toward what the base produces
+        if key in base_loss:
+            cfg.setdefault("loss", {}).setdefault(key, base_loss[key])
     cfg["init_from"] = str(base_path.resolve())
     cfg["classes"] = _class_file(cfg, meta, out)
     cfg["retrain"] = {"base_model": str(base_path.resolve()), "bags": data["root"],

@@ -188,7 +188,8 @@ class Trainer:
         targets = L.fcos_targets(b["boxes"], b["labels"], height, width)
         sem, logs = L.semantic_loss(self.model.perceive(fused), b, targets, self.weights)
         if lower:
-            target = L.fusion_target(b["thermal"], L.rgb_to_luma(b["rgb"]), self.saliency(b), self.weights.target)
+            target = L.fusion_target(b["thermal"], L.rgb_to_luma(b["rgb"]), self.saliency(b), self.weights.target,
+                                     self.weights.detail_threshold)
             vis = L.critic_loss(self.critic, fused_y, target, self.weights.gradient_penalty)
         else:
             vis = self.weights.adversarial * L.adversarial_loss(self.critic, fused_y)
