@@ -170,6 +170,8 @@ def test_every_fusion_update_is_logged_with_its_weights(tmp_path):
     hyper = [r for r in rows if r["phase"] == "bilevel"]
     assert len(hyper) == cfg["schedule"]["steps"] // cfg["schedule"]["fusion_every"]
     assert all({"w_visual", "w_semantic", "c_semantic", "fuse"} <= set(r) for r in hyper)
+    # the pull of the tasks on F next to its own loss's, as norms of the two gradients added into alpha
+    assert all(0 < r["task_grad_norm"] < float("inf") and 0 < r["fuse_grad_norm"] < float("inf") for r in hyper)
 
 
 def _real_folder(root, pairs=6, size=(64, 96)):

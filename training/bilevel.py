@@ -28,6 +28,11 @@ def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
     return sum((x * y).sum() for x, y in zip(a, b))
 
 
+def norm(a: Tensors) -> torch.Tensor:
+    """The Euclidean norm of a list of tensors taken as one vector (detached)."""
+    return torch.sqrt(_dot(a, a)).detach()
+
+
 def projection_coefficient(upper_grad_y: Tensors, lower_grad_y: Tensors, eps: float = 1e-12) -> torch.Tensor:
     """c = <dF/dy, df/dy> / ||df/dy||^2 (a detached scalar)."""
     return (_dot(upper_grad_y, lower_grad_y) / (_dot(lower_grad_y, lower_grad_y) + eps)).detach()
@@ -78,7 +83,7 @@ class TaskWeights:
         if self.mode == "random":
             return 0.5 * torch.softmax(torch.randn(n, generator=self.generator), dim=0)
         if self.mode == "grad_norm":
-            norms = torch.stack([torch.sqrt(_dot(h, h)) for h in hypergrads]).detach().cpu()
+            norms = torch.stack([norm(h) for h in hypergrads]).cpu()
             inv = 1.0 / norms.clamp_min(1e-12)
             return inv / inv.sum()
         if self.mode == "loss_rate" and len(self.loss_history) == 2:

@@ -39,7 +39,7 @@ from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_ros.postprocess import decode_detections, segmentation_mask
 from training import losses as L
-from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros
+from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.data import NO_LABEL, build_dataset, collate
 
 TASKS = ("visual", "semantic")
@@ -260,7 +260,8 @@ class Trainer:
                 )
                 hypergrads.append(h)
             w = self.task_weights(hypergrads, [upper[t].item() for t in TASKS])
-            for p, g_fuse, g_task in zip(self.alpha, grad_fuse, aggregate(hypergrads, w)):
+            task_grad = aggregate(hypergrads, w)
+            for p, g_fuse, g_task in zip(self.alpha, grad_fuse, task_grad):
                 p.grad = g_fuse + g_task
             self.opt_upper.step()
             self.opt_upper.zero_grad(set_to_none=True)
@@ -269,6 +270,8 @@ class Trainer:
             "phase": "bilevel", "fuse": fuse_loss.item(), **fuse_logs,
             **{f"F_{t}": upper[t].item() for t in TASKS}, **{f"f_{t}": f[t].item() for t in TASKS},
             **{f"c_{t}": coeffs[t] for t in TASKS}, **{f"w_{t}": float(w[i]) for i, t in enumerate(TASKS)}, **logs,
+            # how hard the tasks pull on F next to its own loss: |sum_i w_i h_i| vs |dL_fuse/dalpha|
+            "task_grad_norm": float(norm(task_grad)), "fuse_grad_norm": float(norm(grad_fuse)),
         }
 
     def set_learning_rates(self, bilevel_step: int) -> None:
