@@ -22,28 +22,28 @@ def _read_log(out: Path) -> dict[str, np.ndarray]:
 def plot_training(out: Path, trainer) -> None:
     out = Path(out)
     log = _read_log(out)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key in ("fuse", "f_semantic", "F_semantic", "f_visual"):
-        if key in log:
-            ok = ~np.isnan(log[key])
-            axes[0].plot(log["step"][ok], log[key][ok], label=key)
-    axes[0].set_title("losses")
-    axes[0].set_xlabel("step")
-    axes[0].legend()
-    for key in ("w_visual", "w_semantic"):
-        if key in log:
-            ok = ~np.isnan(log[key])
-            axes[1].plot(log["step"][ok], log[key][ok], ".", label=key)
-    axes[1].set_title("aggregation weights (fusion updates)")
-    axes[1].legend()
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    panels = [(axes[0], ("fuse", "f_semantic", "F_semantic", "f_visual"), "-", "losses", "linear"),
+              (axes[1], ("w_visual", "w_semantic"), ".", "aggregation weights (fusion updates)", "linear"),
+              (axes[2], ("fuse_grad_norm", "task_grad_norm"), ".", "gradient norms on F (fusion updates)", "log")]
+    for ax, keys, style, title, yscale in panels:
+        for key in keys:
+            if key in log:
+                ok = ~np.isnan(log[key])
+                ax.plot(log["step"][ok], log[key][ok], style, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_yscale(yscale)
+        if ax.lines:  # baseline inputs have no fusion updates to show
+            ax.legend()
     val_path = out / "val.jsonl"
     if val_path.is_file():
         vals = [json.loads(line) for line in val_path.read_text().splitlines()]
         steps = [v["step"] for v in vals]
         for key in ("map50", "miou"):
-            axes[2].plot(steps, [v[key] if v[key] is not None else np.nan for v in vals], "o-", label=key)
-        axes[2].set_title("validation")
-        axes[2].legend()
+            axes[3].plot(steps, [v[key] if v[key] is not None else np.nan for v in vals], "o-", label=key)
+        axes[3].set_title("validation")
+        axes[3].legend()
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=80)
     plt.close(fig)
