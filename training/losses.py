@@ -29,7 +29,8 @@ class LossWeights:
     real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
     target: str = "saliency"  # the fusion target T: "saliency" (authors), "max" or "detail" (see fusion_target)
     # detail target: visible detail weaker than this (in [0, 1] intensity) is dropped as clutter, stronger
-    # detail shrunk by it (soft threshold); 0 keeps all of it (how models before this option were trained)
+    # detail shrunk by it (soft threshold), in the target and in the texture term's visible edges; 0 keeps
+    # all of it and the texture term's raw visible edges (how models before this option were trained)
     detail_threshold: float = 0.0
 
     def __post_init__(self):
@@ -121,12 +122,13 @@ def fusion_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad V|)|_1.
 
-    V is the visible Y, or, for the detail target, the visible detail that target keeps: otherwise the
-    texture term would ask for the very gain-noise and clutter edges the target leaves out."""
+    V is the visible Y, or, for the detail target with a detail_threshold, the visible detail that target
+    keeps: otherwise the texture term would ask for the very clutter edges the threshold leaves out."""
     target = fusion_target(ir, vis_y, saliency, w.target, w.detail_threshold)
     intensity = F.l1_loss(fused_y, target)
     structure = 1.0 - ssim(fused_y, target)
-    vis_edges = visible_detail(vis_y, w.detail_threshold) if w.target == "detail" else vis_y
+    thresholded = w.target == "detail" and w.detail_threshold > 0
+    vis_edges = visible_detail(vis_y, w.detail_threshold) if thresholded else vis_y
     texture = F.l1_loss(sobel_magnitude(fused_y), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_edges)))
     total = w.intensity * intensity + w.ssim * structure + w.texture * texture
     return total, {"fuse_intensity": intensity.item(), "fuse_ssim": structure.item(), "fuse_texture": texture.item()}
