@@ -52,22 +52,27 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+# detection options that set a training-config key (where given): option -> key path in the config
+CONFIG_OPTIONS = {
+    "target": ("loss", "target"),
+    "detail_threshold": ("loss", "detail_threshold"),
+    "warmup_lr": ("schedule", "fusion_warmup_lr"),
+    "chroma": ("model", "chroma"),
+    "aggregation": ("schedule", "aggregation"),
+    "thermal_skip": ("model", "fusion", "thermal_skip"),
+    "seed": ("seed",),  # initialisation and batch order; the scenes stay the same
+}
+
+
 def detection_benchmark(args) -> None:
     base = load_config(args.config)
-    if args.target is not None:
-        base.setdefault("loss", {})["target"] = args.target
-    if args.detail_threshold is not None:
-        base.setdefault("loss", {})["detail_threshold"] = args.detail_threshold
-    if args.warmup_lr is not None:
-        base["schedule"]["fusion_warmup_lr"] = args.warmup_lr
-    if args.chroma is not None:
-        base["model"]["chroma"] = args.chroma
-    if args.aggregation is not None:
-        base["schedule"]["aggregation"] = args.aggregation
-    if args.thermal_skip is not None:
-        base["model"].setdefault("fusion", {})["thermal_skip"] = args.thermal_skip
-    if args.seed is not None:  # initialisation and batch order; the scenes stay the same
-        base["seed"] = args.seed
+    for option, path in CONFIG_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            section = base
+            for key in path[:-1]:
+                section = section.setdefault(key, {})
+            section[path[-1]] = value
     base["schedule"].update(steps=args.steps, fusion_warmup_steps=args.warmup, val_every=10**9,
                             checkpoint_every=10**9, lr_warmup_steps=min(100, args.steps // 10))
     base["data"]["crop"] = list(args.crop)
@@ -90,11 +95,12 @@ def detection_benchmark(args) -> None:
     columns = ["input", "mAP@0.5", "mAP@0.5:0.95", "mIoU", "train min", "step cost vs fusion-only"]
     # the settings as the (last) trainer read them: the modes differ only in fusion_mode
     sched = trainer.sched
-    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {sched.warm_start_lr:g} for learned fusion), "
-             f"fusion target {trainer.weights.target} (detail threshold {trainer.weights.detail_threshold:g}), fused colour {trainer.model.cfg.chroma}, thermal skip "
-             f"{trainer.model.cfg.fusion.thermal_skip}, aggregation "
-             f"{sched.aggregation}, seed {trainer.seed}, batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, "
-             f"hold-out {args.holdout} pairs at {base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
+    setup = (f"{args.steps} steps (+{args.warmup} fusion warm-up at lr {sched.warm_start_lr:g} for learned "
+             f"fusion), fusion target {trainer.weights.target} (detail threshold "
+             f"{trainer.weights.detail_threshold:g}), fused colour {trainer.model.cfg.chroma}, thermal skip "
+             f"{trainer.model.cfg.fusion.thermal_skip}, aggregation {sched.aggregation}, seed {trainer.seed}, "
+             f"batch {sched.batch_size}, crops {args.crop[0]}x{args.crop[1]}, hold-out {args.holdout} pairs at "
+             f"{base['data']['height']}x{base['data']['width']} ({HOLDOUT_CONDITIONS})")
     write_outputs(args.out, "detection", rows, columns, setup)
 
 
