@@ -79,6 +79,8 @@ class ModelConfig:
             raise ValueError("backbone_channels needs 5 entries (strides 2..32)")
         if self.fusion.body_stride not in (1, 2, 4):
             raise ValueError("fusion.body_stride must be 1, 2 or 4")
+        if not isinstance(self.fusion.thermal_skip, bool):  # a YAML "false" string would read as true
+            raise ValueError(f"fusion.thermal_skip must be true or false, got {self.fusion.thermal_skip!r}")
         if self.chroma not in CHROMA_MODES:
             raise ValueError(f"chroma must be one of {', '.join(CHROMA_MODES)}, got {self.chroma!r}")
 

@@ -119,6 +119,8 @@ def test_thermal_skip_starts_at_the_thermal_image_and_learns_a_correction():
     plain = FusionNet(FusionConfig())
     assert not torch.allclose(plain(ir, vis), ir, atol=1e-2)
     assert ModelConfig.from_dict({"fusion": {"width": 32}}).fusion.thermal_skip is False
+    with pytest.raises(ValueError, match="thermal_skip"):
+        ModelConfig.from_dict({"fusion": {"thermal_skip": "false"}})
 
 
 def test_decode_boxes():
