@@ -10,7 +10,8 @@
 average of IR and visible luminance, a fusion net trained on the fusion loss then frozen (two-stage),
 and the bi-level method -- and scores each on a night+fog-heavy synthetic hold-out (mAP@0.5,
 mAP@0.5:0.95, mIoU). It also reports the bi-level phase's mean step time over a fusion-only
-(warm-start) step of the same run.
+(warm-start) step of the same run (a figure that drifts with the machine between the two phases;
+benchmarks/train_step_bench.py measures it with the steps interleaved).
 `holdout` scores finished runs again on that hold-out, with AP@0.5 per class.
 `fusion` scores fused images on the real pairs in ../shared/data/ivf_samples (RoadScene, TNO) with
 EN, SD, SF, AG, MI, VIF, Qabf, SSIM, next to average, max, IR + visible detail (the `detail` fusion
