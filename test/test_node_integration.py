@@ -248,6 +248,7 @@ class Client:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)  # not left in rcl_wait when the interpreter exits
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 

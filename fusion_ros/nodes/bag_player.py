@@ -347,7 +347,8 @@ def main(argv=None) -> int:
         stats, code = player.stats, 2
     finally:
         player.close()
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=5.0)
+        spinner.join(timeout=5.0)  # a thread still in rcl_wait at interpreter exit aborts ("terminate called")
         node.destroy_node()
         rclpy.try_shutdown()
     summary = stats.to_dict()
