@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     from sensor_msgs.msg import Image
 
     from fusion_ros.image_conversions import array_to_image_fields
+    from fusion_ros.nodes.spinning import BackgroundSpin
     from fusion_ros.synthetic import SceneGenerator
 
     # ---------------------------------------------------------------------------- the node process
@@ -169,8 +170,7 @@ def main(argv=None) -> int:
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     pub_thermal = node.create_publisher(Image, "thermal/image", qos)
     pub_rgb = node.create_publisher(Image, "rgb/image", qos)
-    spinner = threading.Thread(target=lambda: executor.spin(), daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
 
     # pre-rendered frames (the generator is not what is measured)
     generator = SceneGenerator(7, height=args.height, width=args.width)
@@ -235,8 +235,7 @@ def main(argv=None) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
         log_file.close()
-        executor.shutdown(timeout_sec=1.0)
-        spinner.join(timeout=5.0)  # a spinning thread left at interpreter exit aborts in C++ ("terminate called")
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 

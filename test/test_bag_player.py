@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from fusion_ros.bag.reader import BagError, BagReader, stamp_of  # noqa: E402
 from fusion_ros.bag.sample import RGB_TOPIC, THERMAL_TOPIC, make_sample_bag  # noqa: E402
 from fusion_ros.nodes import bag_player  # noqa: E402
+from fusion_ros.nodes.spinning import BackgroundSpin  # noqa: E402
 
 SECONDS = 1.0
 
@@ -50,8 +51,7 @@ class Session:
         self.executor.add_node(self.listener)
         self.received: dict = {}
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpin(self.executor)
 
     def listen(self, topic, cls):
         qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
@@ -63,11 +63,10 @@ class Session:
         self.listener.create_subscription(cls, topic, on_msg, qos)
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
+        self.spinner.stop()
         self.player_node.destroy_node()
         self.listener.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
-        self.thread.join(timeout=2.0)
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from fusion_ros.nodes.spinning import BackgroundSpin  # noqa: E402
+
 try:
     from vision_msgs.msg import Detection2DArray
 except ImportError as exc:  # pragma: no cover - environment problem, reported clearly
@@ -145,14 +147,7 @@ class Client:
         self.outputs: dict[str, list] = {"fused": [], "detections": [], "mask": []}
         self.diagnostics: dict[str, list] = {}
         self.pubs: dict[str, object] = {}
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # context shut down at teardown
-            pass
+        self.spinner = BackgroundSpin(self.executor)
 
     def publisher(self, topic: str):
         if topic not in self.pubs:
@@ -247,8 +242,7 @@ class Client:
         return False
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(timeout=5.0)  # not left in rcl_wait when the interpreter exits
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 

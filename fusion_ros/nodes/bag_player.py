@@ -291,6 +291,8 @@ def main(argv=None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from .spinning import BackgroundSpin
+
     parser = argparse.ArgumentParser(prog="fusion-play-bag", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="rosbag2 folder (or one .mcap / .db3 file)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
@@ -329,8 +331,7 @@ def main(argv=None) -> int:
         node.get_logger().warning(f"skipping {topic}: {reason}")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpin(executor)
     code = 0
     try:
         if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers):
@@ -347,8 +348,7 @@ def main(argv=None) -> int:
         stats, code = player.stats, 2
     finally:
         player.close()
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(timeout=5.0)  # a thread still in rcl_wait at interpreter exit aborts ("terminate called")
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     summary = stats.to_dict()
