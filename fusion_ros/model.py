@@ -21,6 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .yolox import WIDTHS as YOLOX_WIDTHS, YOLOXNano
+
+YOLOX_P3_CHANNELS = YOLOX_WIDTHS[2]
+
 
 @dataclass
 class FusionConfig:
@@ -40,6 +44,7 @@ class FusionConfig:
 
 
 CHROMA_MODES = ("visible", "denoised")
+DETECTORS = ("fcos", "yolox_nano")
 THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
 
 
@@ -56,6 +61,9 @@ class ModelConfig:
     # the same, cleaned of the camera's colour noise (see `fused_chroma`); models saved before this
     # option existed load as "visible"
     chroma: str = "visible"
+    # the semantic module's detector: "fcos" (a small FCOS trained from scratch; models saved before this
+    # option existed load as it) or "yolox_nano" (YOLOX-nano, seeded from COCO weights: fusion_ros/yolox.py)
+    detector: str = "fcos"
 
     @classmethod
     def from_dict(cls, raw: dict) -> "ModelConfig":
@@ -83,6 +91,8 @@ class ModelConfig:
             raise ValueError(f"fusion.thermal_skip must be true or false, got {self.fusion.thermal_skip!r}")
         if self.chroma not in CHROMA_MODES:
             raise ValueError(f"chroma must be one of {', '.join(CHROMA_MODES)}, got {self.chroma!r}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
 
 
 PAPER_FUSION = FusionConfig(
@@ -321,7 +331,7 @@ class PerceptionOutput(NamedTuple):
     fused_y: torch.Tensor  # (B, 1, H, W) fused luminance (what the fusion loss and discriminator see)
     cls_logits: torch.Tensor  # (B, N, K)
     box_ltrb: torch.Tensor  # (B, N, 4) distances in pixels from each point
-    centerness: torch.Tensor  # (B, N, 1) logits
+    centerness: torch.Tensor  # (B, N, 1) logits: FCOS centerness, or YOLOX objectness (same role in the score)
     seg_logits: torch.Tensor  # (B, C, H, W)
 
 
@@ -354,10 +364,15 @@ class FusedPerceptionNet(nn.Module):
         self.cfg = cfg or ModelConfig()
         self.cfg.validate()
         self.fusion = FusionNet(self.cfg.fusion)
-        self.backbone = Backbone(self.cfg.backbone_channels)
-        self.fpn = FPN(self.cfg.backbone_channels[2:], self.cfg.fpn_channels)
-        self.det_head = FCOSHead(self.cfg.fpn_channels, self.cfg.num_det_classes, self.cfg.head_convs)
-        self.seg_head = SegHead(self.cfg.fpn_channels, self.cfg.seg_channels, self.cfg.num_seg_classes)
+        if self.cfg.detector == "yolox_nano":
+            self.detector = YOLOXNano(self.cfg.num_det_classes)
+            seg_in = YOLOX_P3_CHANNELS
+        else:
+            self.backbone = Backbone(self.cfg.backbone_channels)
+            self.fpn = FPN(self.cfg.backbone_channels[2:], self.cfg.fpn_channels)
+            self.det_head = FCOSHead(self.cfg.fpn_channels, self.cfg.num_det_classes, self.cfg.head_convs)
+            seg_in = self.cfg.fpn_channels
+        self.seg_head = SegHead(seg_in, self.cfg.seg_channels, self.cfg.num_seg_classes)
 
     def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused RGB and fused Y: the fused Y replaces the visible luminance, colour comes from Cb/Cr."""
@@ -370,6 +385,9 @@ class FusedPerceptionNet(nn.Module):
 
     def perceive(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The semantic module on any RGB image (fused, or a single modality for baselines)."""
+        if self.cfg.detector == "yolox_nano":
+            cls_logits, box_ltrb, objectness, p3 = self.detector(image)
+            return cls_logits, box_ltrb, objectness, self.seg_head(p3, image.shape[-2:])
         features = self.fpn(self.backbone(image))
         cls_logits, box_ltrb, centerness = self.det_head(features)
         return cls_logits, box_ltrb, centerness, self.seg_head(features[0], image.shape[-2:])

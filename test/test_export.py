@@ -134,3 +134,22 @@ def test_missing_and_bad_model_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export_mod, "DEFAULT_MODEL", tmp_path / "default.pt")
     with pytest.raises(ExportError, match="bundled default"):
         export_onnx(None)
+
+
+def test_yolox_detector_exports_with_parity_at_another_size(tmp_path):
+    """The YOLOX-nano semantic module (padding to a multiple of 32, per-level crops) exports as one graph
+    that matches PyTorch at a size that is not a multiple of 32, in a batch of 2."""
+    torch.manual_seed(1)
+    path = tmp_path / "yolox.pt"
+    cfg = ModelConfig(num_det_classes=3, num_seg_classes=4, detector="yolox_nano", chroma="denoised")
+    save_model(path, FusedPerceptionNet(cfg), ModelMeta(DET[:3], SEG[:4], input_size=(H, W), thermal_range=(0.0, 1.0)))
+    result = export_onnx(path, tmp_path / "yolox.onnx", dynamic=True)
+    assert all(diff < 1e-3 for diff in result.parity.values())
+    model, _ = load_model(path)
+    rng = np.random.default_rng(1)
+    thermal, rgb = rng.random((2, 1, 72, 100), dtype=np.float32), rng.random((2, 3, 72, 100), dtype=np.float32)
+    got = _run(result.onnx_path, thermal, rgb)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(thermal), torch.from_numpy(rgb))
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), atol=2e-3, rtol=1e-4)

@@ -14,7 +14,7 @@ from torch import nn
 from fusion_ros.model import FPN_STRIDES, SIZE_RANGES, PerceptionOutput, fcos_points, rgb_to_ycbcr
 
 
-FUSION_TARGETS = ("saliency", "max", "detail")
+FUSION_TARGETS = ("saliency", "max", "detail", "mean")
 
 
 @dataclass
@@ -60,7 +60,12 @@ def fusion_target(
     contrast in every condition, and what only the visible camera shows (signs, lane paint, lights) is
     added as local contrast; a fog veil or the dark of night carries no detail and so adds nothing.
     With `detail_threshold` the detail is soft-thresholded first (see `visible_detail`).
+    mean: T = (IR + Y) / 2 -- the pixel average, which a COCO-pretrained detector reads best of the fixed
+    rules on real road pairs (msrs_det README); the texture term then asks for the stronger source's
+    edges on top, which the average halves.
     """
+    if kind == "mean":
+        return 0.5 * (ir + vis_y)
     if kind == "max":
         return torch.maximum(ir, vis_y)
     if kind == "detail":
@@ -272,13 +277,114 @@ def detection_loss(
     return cls + box + ctr, {"det_cls": cls.item(), "det_box": box.item(), "det_ctr": ctr.item()}
 
 
-def semantic_loss(out: PerceptionOutput | tuple, batch: dict, det_targets, w: LossWeights):
+# ------------------------------------------------------------------------- YOLOX: SimOTA assignment + loss
+def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of (G, 4) and (N, 4) xyxy boxes -> (G, N)."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp_min(0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp_min(1e-9)
+
+
+@torch.no_grad()
+def simota_assign(cls_logits: torch.Tensor, boxes: torch.Tensor, objectness: torch.Tensor, points: torch.Tensor,
+                  strides: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, center_radius: float = 2.5,
+                  candidates_k: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YOLOX's SimOTA for ONE image: which locations learn which object, chosen by the predictions.
+
+    Candidates: locations whose centre lies in a box or within `center_radius` strides of its centre.
+    Cost = class BCE + 3 * -log IoU (+ a large penalty outside the box-and-centre region). Each object
+    takes its k cheapest candidates, k = the sum of its `candidates_k` best IoUs (at least 1); a location
+    claimed twice goes to the cheaper object. Returns (foreground mask (N,), matched object (N,), IoU (N,)).
+    """
+    n = points.shape[0]
+    x, y = points[:, 0], points[:, 1]
+    in_box = (x > gt_boxes[:, None, 0]) & (x < gt_boxes[:, None, 2]) & (y > gt_boxes[:, None, 1]) & (y < gt_boxes[:, None, 3])
+    centre = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+    r = center_radius * strides
+    in_centre = ((x - centre[:, None, 0]).abs() < r) & ((y - centre[:, None, 1]).abs() < r)
+    candidate = (in_box | in_centre).any(0)
+    fg = torch.zeros(n, dtype=torch.bool, device=points.device)
+    matched = torch.zeros(n, dtype=torch.long, device=points.device)
+    ious_out = torch.zeros(n, device=points.device)
+    if not candidate.any():
+        return fg, matched, ious_out
+    idx = candidate.nonzero()[:, 0]
+    ious = box_iou_xyxy(gt_boxes, boxes[idx].float())  # (G, C)
+    scores = (torch.sigmoid(cls_logits[idx].float()) * torch.sigmoid(objectness[idx].float())).sqrt()  # (C, K)
+    onehot = F.one_hot(gt_labels, cls_logits.shape[-1]).float()  # (G, K)
+    cls_cost = F.binary_cross_entropy(scores[None].expand(len(gt_boxes), -1, -1).clamp(1e-6, 1 - 1e-6),
+                                      onehot[:, None].expand(-1, len(idx), -1), reduction="none").sum(-1)
+    cost = cls_cost + 3.0 * -torch.log(ious + 1e-8) + 1e5 * ~(in_box[:, idx] & in_centre[:, idx])
+    k = torch.topk(ious, min(candidates_k, len(idx)), dim=1).values.sum(1).int().clamp(min=1)
+    claim = torch.zeros_like(cost, dtype=torch.bool)
+    for g in range(len(gt_boxes)):
+        claim[g, torch.topk(cost[g], int(min(k[g], len(idx))), largest=False).indices] = True
+    contested = claim.sum(0) > 1
+    if contested.any():
+        cheapest = cost[:, contested].argmin(0)
+        claim[:, contested] = False
+        claim[cheapest, contested.nonzero()[:, 0]] = True
+    taken = claim.any(0)
+    owner = claim.float().argmax(0)
+    fg[idx[taken]] = True
+    matched[idx[taken]] = owner[taken]
+    ious_out[idx[taken]] = ious[owner[taken], taken.nonzero()[:, 0]]
+    return fg, matched, ious_out
+
+
+def yolox_loss(cls_logits: torch.Tensor, box_ltrb: torch.Tensor, objectness: torch.Tensor,
+               gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor], image_size: tuple[int, int],
+               box_weight: float = 5.0):
+    """YOLOX loss: 5 * (1 - IoU^2) on assigned boxes, BCE objectness on every location, BCE classes on
+    assigned locations with the IoU as the target's strength; normalised by the number assigned."""
+    points, strides = _points_like(box_ltrb, image_size)
+    boxes = torch.cat([points - box_ltrb[..., :2], points + box_ltrb[..., 2:]], dim=-1)  # (B, N, 4)
+    obj_target = torch.zeros_like(objectness[..., 0])
+    cls_terms, box_terms, num_fg = [], [], 0
+    for i, (gb, gl) in enumerate(zip(gt_boxes, gt_labels)):
+        if gb.numel() == 0:
+            continue
+        fg, matched, ious = simota_assign(cls_logits[i], boxes[i].detach(), objectness[i], points, strides, gb, gl)
+        if not fg.any():
+            continue
+        obj_target[i, fg] = 1.0
+        num_fg += int(fg.sum())
+        pred_iou = box_iou_xyxy(boxes[i, fg], gb[matched[fg]]).diagonal()
+        box_terms.append((1.0 - pred_iou ** 2).sum())
+        target = F.one_hot(gl[matched[fg]], cls_logits.shape[-1]).float() * ious[fg, None]
+        cls_terms.append(F.binary_cross_entropy_with_logits(cls_logits[i, fg], target, reduction="sum"))
+    norm = max(num_fg, 1)
+    obj = F.binary_cross_entropy_with_logits(objectness[..., 0], obj_target, reduction="sum") / norm
+    zero = cls_logits.sum() * 0.0
+    box = box_weight * (torch.stack(box_terms).sum() if box_terms else zero) / norm
+    cls = (torch.stack(cls_terms).sum() if cls_terms else zero) / norm
+    return obj + box + cls, {"det_cls": cls.item(), "det_box": box.item(), "det_obj": obj.item(), "det_fg": num_fg}
+
+
+def _points_like(box_ltrb: torch.Tensor, image_size) -> tuple[torch.Tensor, torch.Tensor]:
+    height, width = image_size
+    points, strides = fcos_points(height, width, device=box_ltrb.device, dtype=box_ltrb.dtype)
+    if points.shape[0] != box_ltrb.shape[1]:
+        raise ValueError(f"{box_ltrb.shape[1]} head locations, a {height}x{width} image has {points.shape[0]}")
+    return points, strides
+
+
+def semantic_loss(out: PerceptionOutput | tuple, batch: dict, w: LossWeights, detector: str = "fcos"):
     """Lower-level f_semantic: detection + segmentation losses of the semantic module on fused images.
 
-    `out` is (cls_logits, box_ltrb, centerness, seg_logits); images without a mask skip segmentation.
+    `out` is (cls_logits, box_ltrb, centerness-or-objectness, seg_logits); images without a mask skip
+    segmentation. FCOS assigns locations to objects by geometry, YOLOX by its own predictions (SimOTA).
     """
     cls_logits, box_ltrb, centerness, seg_logits = out
-    det, logs = detection_loss(cls_logits, box_ltrb, centerness, det_targets)
+    height, width = seg_logits.shape[-2:]
+    if detector == "yolox_nano":
+        det, logs = yolox_loss(cls_logits, box_ltrb, centerness, batch["boxes"], batch["labels"], (height, width))
+    else:
+        targets = fcos_targets(batch["boxes"], batch["labels"], height, width)
+        det, logs = detection_loss(cls_logits, box_ltrb, centerness, targets)
     total = w.detection * det
     if batch.get("mask") is not None:
         seg = F.cross_entropy(seg_logits, batch["mask"], ignore_index=255)

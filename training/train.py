@@ -100,8 +100,15 @@ class Trainer:
         self.thermal_range = tuple(cfg["data"].get("thermal_range", (25315.0, 35315.0)))
         self.model = FusedPerceptionNet(model_cfg).to(self.device)
         self.init_from = None  # {"path", "sha256"} of the model a fine-tune started from
+        self.detector_init = None  # what seeded the detector (detector_init: a COCO-pretrained YOLOX-nano ONNX)
         if cfg.get("init_from"):  # fine-tuning: start from a trained model of the same architecture
             self.load_weights(cfg["init_from"], model_cfg)
+        elif cfg.get("detector_init"):
+            if model_cfg.detector != "yolox_nano":
+                raise ValueError("detector_init seeds a YOLOX-nano detector: set model.detector: yolox_nano")
+            from training.yolox_weights import load_yolox_onnx
+
+            self.detector_init = load_yolox_onnx(self.model.detector, cfg["detector_init"], self.det_classes)
         self.critic = L.PixelCritic().to(self.device)
         self.alpha = list(self.model.fusion.parameters())
         self.y = {
@@ -184,9 +191,7 @@ class Trainer:
 
     def task_losses(self, b: dict, fused: torch.Tensor, fused_y: torch.Tensor, lower: bool):
         """f_i (lower=True: critic loss, semantic loss) or F_i (lower=False: adversarial, semantic)."""
-        height, width = fused.shape[-2:]
-        targets = L.fcos_targets(b["boxes"], b["labels"], height, width)
-        sem, logs = L.semantic_loss(self.model.perceive(fused), b, targets, self.weights)
+        sem, logs = L.semantic_loss(self.model.perceive(fused), b, self.weights, self.model.cfg.detector)
         if lower:
             target = L.fusion_target(b["thermal"], L.rgb_to_luma(b["rgb"]), self.saliency(b), self.weights.target,
                                      self.weights.detail_threshold)
@@ -394,7 +399,7 @@ class Trainer:
 
     def finish(self) -> None:
         info = {"config": self.cfg, "config_path": self.config_path, "date": date.today().isoformat(), "steps": self.step,
-                "fusion_mode": self.fusion_mode, "init_from": self.init_from,
+                "fusion_mode": self.fusion_mode, "init_from": self.init_from, "detector_init": self.detector_init,
                 "validation": getattr(self, "last_val", None)}
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
@@ -418,8 +423,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (testing)")
+    parser.add_argument("--fusion-mode", choices=FUSION_MODES, default=None,
+                        help="override the config's fusion_mode (the baselines of the comparison tables)")
+    parser.add_argument("--seed", type=int, default=None, help="override the config's seed")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    if args.fusion_mode is not None:
+        cfg["fusion_mode"] = args.fusion_mode
+    if args.seed is not None:
+        cfg["seed"] = args.seed
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
