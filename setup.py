@@ -29,6 +29,7 @@ setup(
             "fusion_node = fusion_ros.nodes.fusion_node:main",
             "fusion-make-sample-bag = fusion_ros.bag.sample:main",
             "fusion-eval-bag = fusion_ros.bag.evaluate:main",
+            "fusion-eval-pairs = fusion_ros.pairs_eval:main",
             "fusion-play-bag = fusion_ros.nodes.bag_player:main",
             "fusion-make-dataset = fusion_ros.synthetic:main",
             "fusion-train = training.train:main",

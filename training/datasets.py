@@ -12,6 +12,7 @@ Each kind has one folder layout under ``data: root:``:
 | `fmb` | `{train,test}/{Infrared,Visible,Label}/` | masks, 15 classes | as msrs |
 | `mfnet` | `images/*.png` (4 channels: RGB + thermal), `labels/*.png`, `train.txt`, `val.txt`, `test.txt` (names without suffix) | masks, 9 classes | `train.txt` -> train + heldout, `val.txt` -> val, `test.txt` -> test |
 | `folder` | `ir/`, `vi/` (e.g. RoadScene, TNO) | none: fusion loss only | hash |
+| `pairs` | `ir/`, `vi/`, labels: `labels/[<variant>/]NAME.txt` + `classes.txt` (YOLO), `labels/*.xml` or `Annotations/*.xml` (VOC) or a COCO json (e.g. ../shared/data/msrs_det); keys and rules in training/labelled_folders.py | boxes, mapped by name into `classes:` | contiguous name blocks (`split: {block, gap, val_fraction, heldout_fraction}`); `test` = all pairs |
 | `bag` | `root:` one rosbag2 recording (folder or .mcap/.db3) or a list of them; pairs cached in our layout (below) | ground-truth topics, else pseudo-labels, else none | by time blocks (below) |
 
 Common rules
@@ -103,7 +104,7 @@ kind: bag (rosbag2 recordings; retraining a deployed model from them: training/r
   blocks is an error naming block_seconds. There is no test split: hold out a whole recording.
 
 Class lists: ``data: classes:`` (a class YAML), else the kind's default ``config/classes_<kind>.yaml``
-(``layout`` and ``folder``: the package's ``config/classes.yaml``). The trainer must use the same list:
+(``layout``, ``folder`` and ``pairs``: the package's ``config/classes.yaml``). The trainer must use the same list:
 pass it to ``build_dataset(..., classes=...)``.
 """
 from __future__ import annotations
@@ -123,7 +124,7 @@ from fusion_ros.paths import config_path
 from training.data import NO_LABEL, to_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-KINDS = ("layout", "m3fd", "llvip", "msrs", "fmb", "mfnet", "folder", "bag")
+KINDS = ("layout", "m3fd", "llvip", "msrs", "fmb", "mfnet", "folder", "pairs", "bag")
 SPLITS = ("train", "heldout", "val", "test")
 RESIZE_MODES = ("stretch", "cover", "none")
 DEFAULT_CLASS_FILES = {"m3fd": "classes_m3fd.yaml", "llvip": "classes_llvip.yaml", "msrs": "classes_msrs.yaml",
@@ -148,10 +149,11 @@ _EXPECTED = {
     "fmb": "train/{Infrared,Visible,Label}/ and test/{Infrared,Visible,Label}/",
     "mfnet": "images/, labels/, train.txt, val.txt, test.txt",
     "folder": "ir/, vi/",
+    "pairs": "ir/, vi/ and box labels (YOLO labels/*.txt + classes.txt, VOC xml or COCO json)",
 }
 
 _TITLE = {"layout": "dataset", "m3fd": "M3FD", "llvip": "LLVIP", "msrs": "MSRS", "fmb": "FMB", "mfnet": "MFNet",
-          "folder": "image folder"}
+          "folder": "image folder", "pairs": "labelled pairs folder"}
 
 
 class DatasetLayoutError(FileNotFoundError, ValueError):
@@ -391,9 +393,15 @@ def _records_mfnet(root: Path, cfg: dict, classes: ClassConfig):
     return groups
 
 
+def _records_pairs(root: Path, cfg: dict, classes: ClassConfig):  # kind: pairs (training/labelled_folders.py)
+    from training.labelled_folders import pairs_records
+
+    return pairs_records(root, cfg, classes)
+
+
 _RECORDS = {
     "layout": _records_layout, "m3fd": _records_m3fd, "llvip": _records_llvip, "msrs": _split_folder_records("msrs"),
-    "fmb": _split_folder_records("fmb"), "mfnet": _records_mfnet, "folder": _records_folder,
+    "fmb": _split_folder_records("fmb"), "mfnet": _records_mfnet, "folder": _records_folder, "pairs": _records_pairs,
 }
 
 

@@ -1,4 +1,5 @@
-"""Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate).
+"""Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate); the grid and the latency
+histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval).
 
 ``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation.
 ``save_latency_histogram``: per-pair latency histograms (total, engine, and its inference part).
@@ -25,22 +26,25 @@ def _tile(image: np.ndarray | None, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def save_sample_grid(samples: list[dict], path: str | Path) -> Path:
-    """PNG grid of sample frames (BGR / grey arrays keyed like COLUMNS), with a title row."""
+def save_sample_grid(samples: list[dict], path: str | Path, columns=COLUMNS) -> Path:
+    """PNG grid of sample frames (BGR / grey arrays keyed like COLUMNS), with a title row. Each row is
+    captioned with the sample's ``caption`` when it has one (fusion-eval-pairs: the pair's name), else with
+    its bag time and stamp (``t_s``, ``stamp_ns``) and ``num_detections``. ``columns``: (key, title) pairs
+    (default COLUMNS)."""
     path = Path(path)
     first = next(s["rgb"] for s in samples)
     h0, w0 = first.shape[:2]
     width = min(TILE_WIDTH, w0)
     height = max(int(round(h0 * width / w0)), 1)
-    header = np.full((24, width * len(COLUMNS), 3), 255, np.uint8)
-    for c, (_, title) in enumerate(COLUMNS):
+    header = np.full((24, width * len(columns), 3), 255, np.uint8)
+    for c, (_, title) in enumerate(columns):
         cv2.putText(header, title, (c * width + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     rows = [header]
     for sample in samples:
-        tiles = [_tile(sample.get(key), width, height) for key, _ in COLUMNS]
+        tiles = [_tile(sample.get(key), width, height) for key, _ in columns]
         row = np.concatenate(tiles, axis=1)
-        label = (f"t={sample.get('t_s', 0.0):+.2f} s (stamp {sample['stamp_ns'] / 1e9:.3f}), "
-                 f"{sample.get('num_detections', 0)} detections")
+        label = sample.get("caption") or (f"t={sample.get('t_s', 0.0):+.2f} s (stamp {sample['stamp_ns'] / 1e9:.3f}), "
+                                          f"{sample.get('num_detections', 0)} detections")
         cv2.putText(row, label, (6, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +102,8 @@ def write_report(metrics: dict, path: str | Path) -> Path:
               f"(the bag holds {m['throughput']['bag_pairs_per_s'] or 0:.2f} pairs/s)", ""]
     if m.get("read_error"):
         lines += [f"> **The bag could not be read to the end**: {m['read_error']}", ""]
+    if m.get("recovered"):
+        lines += [f"> **Recovered from a truncated recording**: {m['recovered']['note']}", ""]
     if m["pairs"].get("stopped_at_max_pairs"):
         lines += ["> Stopped at --max-pairs.", ""]
 
