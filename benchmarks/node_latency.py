@@ -168,8 +168,10 @@ def main(argv=None) -> int:
     node.create_subscription(Image, "fused/image", on_fused, qos)
     node.create_subscription(Detection2DArray, "detections", on_dets, qos)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    pub_thermal = node.create_publisher(Image, "thermal/image", qos)
-    pub_rgb = node.create_publisher(Image, "rgb/image", qos)
+    from fusion_ros.topics import RGB_TOPIC, THERMAL_TOPIC
+
+    pub_thermal = node.create_publisher(Image, THERMAL_TOPIC, qos)
+    pub_rgb = node.create_publisher(Image, RGB_TOPIC, qos)
     spinner = BackgroundSpin(executor)
 
     # pre-rendered frames (the generator is not what is measured)

@@ -21,6 +21,8 @@ from .paths import PACKAGE_ROOT
 
 FORMAT = "fusion_ros.model/1"
 DEFAULT_MODEL = PACKAGE_ROOT / "models" / "default.pt"
+# the synthetic-scene model (the generator's six classes): for the tests and benchmarks on generated scenes
+SYNTHETIC_MODEL = PACKAGE_ROOT / "models" / "synthetic.pt"
 
 
 @dataclass

@@ -9,6 +9,9 @@
    overlay) into an mcap bag, measuring end-to-end latency and drops.
 3. Offline: replays the same bag through the node's pairing and engine path and writes metrics.json,
    an annotated bag and report.md with pictures (fusion-eval-bag).
+4. Real cameras, where labelled real pairs are on disk (`--real-pairs`, default ../shared/data/msrs_det
+   beside the checkout): scores the validation blocks by day and by night and writes their report
+   with pictures (fusion-eval-pairs).
 """
 from __future__ import annotations
 
@@ -23,11 +26,15 @@ import tempfile
 from pathlib import Path
 
 from .bag.evaluate import main as evaluate_bag_cli
+from .pairs_eval import main as evaluate_pairs_cli
+from . import topics
 from .checkpoint import DEFAULT_MODEL
 from .paths import config_path
 
-THERMAL, RGB = "/thermal/image_raw", "/rgb/image_raw"
-NODE_OUTPUTS = ["/fused/image", "/detections", "/segmentation/mask", "/detections/image"]
+THERMAL, RGB = topics.absolute(topics.THERMAL_TOPIC), topics.absolute(topics.RGB_TOPIC)
+REAL_PAIRS = Path("../shared/data/msrs_det")  # MSRS road pairs with boxes, where the project's shared data is
+NODE_OUTPUTS = [topics.absolute(t) for t in (topics.FUSED_TOPIC, topics.DETECTIONS_TOPIC, topics.SEGMENTATION_TOPIC,
+                                               topics.DETECTION_IMAGE_TOPIC)]
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -78,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
     parser.add_argument("--no-live", action="store_true", help="skip the live node (offline evaluation only)")
+    parser.add_argument("--real-pairs", type=Path, default=REAL_PAIRS,
+                        help="labelled real IR/visible pairs to score too, when the folder exists (default %(default)s)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
         parser.error("--seconds and --rate must be positive")
@@ -92,7 +101,14 @@ def main(argv=None) -> int:
         print(f"live node: {json.dumps(live, default=str)[:1500]}")
         print(f"  node outputs recorded in {args.out / 'node_outputs'} (mcap: open in Foxglove)")
     backend = [] if args.backend == "auto" else ["--backend", args.backend]
-    return evaluate_bag_cli([str(bag), "--out", str(args.out / "eval"), "--model", args.model, "--overwrite", *backend])
+    rc = evaluate_bag_cli([str(bag), "--out", str(args.out / "eval"), "--model", args.model, "--overwrite", *backend])
+    if rc != 0:
+        return rc
+    if not args.real_pairs.is_dir():
+        print(f"real pairs: {args.real_pairs} not found, skipped (pass --real-pairs DIR to score labelled real pairs)")
+        return 0
+    return evaluate_pairs_cli([str(args.real_pairs), "--split", "val", "--subset", "day=D$", "--subset", "night=N$",
+                               "--out", str(args.out / "real_pairs"), "--model", args.model, "--overwrite", *backend])
 
 
 if __name__ == "__main__":

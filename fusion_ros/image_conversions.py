@@ -7,12 +7,75 @@ No rclpy import here: the module must load where ROS is absent (training, CI wit
 """
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
+
 import cv2
 import numpy as np
 
 
 class ImageConversionError(ValueError):
     """An image message that cannot be read as (or an array that cannot be written as) the given encoding."""
+
+
+class ImageTooLarge(ImageConversionError):
+    """An image whose declared size exceeds the pixel limit: rejected before anything is decoded or copied."""
+
+
+# Default limit on the pixels of one input image, checked on the declared size before decoding: 4096x4096
+# (16.8 Mpx) holds every automotive / thermal camera in use (a 4K UHD frame is 8.3 Mpx) and caps one decoded
+# bgr8 frame at 48 MiB, where a lying 389 KB PNG header (20000x20000) would otherwise cost gigabytes.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+_PIXEL_LIMIT_TEXT = "exceeds the pixel limit"
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """ImageTooLarge when ``width * height`` is over ``max_pixels`` (None or 0: no limit)."""
+    if max_pixels and int(width) * int(height) > int(max_pixels):
+        raise ImageTooLarge(
+            f"{what} declares {int(width)}x{int(height)} (WxH) = {int(width) * int(height)} pixels, which "
+            f"{_PIXEL_LIMIT_TEXT} of {int(max_pixels)} (parameter max_image_pixels); not decoded"
+        )
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_image_size(data) -> tuple[str, int, int] | None:
+    """(container, width, height) read from a PNG (IHDR) or JPEG (SOFn) header without decoding anything,
+    or None when ``data`` is neither or its header is cut short. ``data``: bytes-like (a uint8 array)."""
+    head = memoryview(np.frombuffer(data, dtype=np.uint8) if not isinstance(data, (bytes, bytearray)) else data)
+    n = len(head)
+    if n >= 24 and bytes(head[:8]) == _PNG_SIGNATURE and bytes(head[12:16]) == b"IHDR":
+        return "png", int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if n < 4 or head[0] != 0xFF or head[1] != 0xD8:
+        return None
+    pos = 2
+    while pos + 4 <= n:
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = int.from_bytes(head[pos + 2:pos + 4], "big")
+        if marker in _JPEG_SOF:
+            if pos + 9 > n:
+                return None
+            height = int.from_bytes(head[pos + 5:pos + 7], "big")
+            width = int.from_bytes(head[pos + 7:pos + 9], "big")
+            return "jpeg", width, height
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
 
 
 # encoding -> (element dtype, channels). 8UC1/8UC3/16UC1 are the generic OpenCV names drivers also use;
@@ -53,8 +116,10 @@ def _spec(encoding: str) -> tuple[np.dtype, int]:
         ) from None
 
 
-def image_to_array(msg) -> np.ndarray:
+def image_to_array(msg, max_pixels: int | None = None) -> np.ndarray:
     """Decode an Image-like message into H×W (one channel) or H×W×C numpy array.
+
+    ``max_pixels``: ImageTooLarge when width*height is over it, checked before anything is read or copied.
 
     The result is a view on ``msg.data`` whenever possible (row padding is skipped via strides, not
     copied), so it may be read-only and shares memory with the message: copy before writing into it.
@@ -66,6 +131,7 @@ def image_to_array(msg) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"empty {encoding} image: height={height} width={width}")
+    check_pixel_limit(width, height, max_pixels, f"{encoding} image")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageConversionError(
@@ -195,8 +261,67 @@ def color_to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
     return out
 
 
-def compressed_to_array(format: str, data) -> tuple[np.ndarray, str]:  # noqa: A002 - the message field's name
+# libpng and libjpeg print their own complaints about bad data straight to the process's stderr ("libpng
+# error: IDAT: CRC error", "Corrupt JPEG data: ..."), and OpenCV adds "[ WARN:0@...] ... imdecode" lines: two
+# unthrottled lines per bad frame in a node's log. Decoding therefore runs with file descriptor 2 pointed
+# at a scratch file; what the libraries wrote there goes into the ImageConversionError message instead,
+# and anything else written to stderr meanwhile (another thread's log line) is passed on unchanged.
+_DECODER_LINES = ("libpng ", "libjpeg", "corrupt jpeg data", "premature end of jpeg", "[ warn:", "[error:",
+                  "[ info:", "invalid sos parameters", "bogus marker", "not a jpeg file", "unsupported marker")
+_capture_lock = threading.Lock()
+_capture_file = None
+
+
+def _is_decoder_line(line: str) -> bool:
+    low = line.strip().lower()
+    return low.startswith(_DECODER_LINES) or ("jpeg" in low and "corrupt" in low)
+
+
+def _imdecode_quietly(buf: np.ndarray):
+    """cv2.imdecode with the decoders' own stderr output captured: (image or None, [decoder lines])."""
+    global _capture_file
+    with _capture_lock:
+        try:
+            if _capture_file is None:
+                _capture_file = tempfile.TemporaryFile()
+            for stream in (sys.stderr, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable stderr (closed, exotic embedding): decode as is
+            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), []
+        try:
+            os.dup2(_capture_file.fileno(), 2)
+            try:
+                image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+        finally:
+            _capture_file.seek(0)
+            captured = _capture_file.read()
+            _capture_file.seek(0)
+            _capture_file.truncate()
+    if not captured:
+        return image, []
+    text = captured.decode("utf-8", "replace")
+    ours, others = [], []
+    for line in text.splitlines(keepends=True):
+        (ours if _is_decoder_line(line) else others).append(line)
+    if others:
+        try:
+            os.write(2, "".join(others).encode("utf-8", "replace"))
+        except OSError:
+            pass
+    return image, [line.strip() for line in ours if line.strip()]
+
+
+def compressed_to_array(format: str, data, max_pixels: int | None = None) -> tuple[np.ndarray, str]:  # noqa: A002
     """Decode a CompressedImage (``format``, ``data``) -> (array, encoding of the array).
+
+    Only PNG and JPEG data (image_transport's compressed formats, whatever ``format`` claims) are decoded;
+    their header's declared size is checked against ``max_pixels`` first (ImageTooLarge), so a small file
+    declaring a huge image costs nothing.
 
     OpenCV decides the layout: colour JPEG/PNG come back as bgr8 (bgra8 with alpha), grey ones as mono8,
     16-bit PNG stays uint16 (mono16), so radiometric thermal survives PNG transport. image_transport's
@@ -216,14 +341,25 @@ def compressed_to_array(format: str, data) -> tuple[np.ndarray, str]:  # noqa: A
         buf = buf[_COMPRESSED_DEPTH_HEADER:]
     if buf.size == 0:
         raise ImageConversionError(f"compressed image ('{format}') has no data")
+    header = compressed_image_size(buf)
+    if header is None:
+        raise ImageConversionError(
+            f"cannot decode compressed image ('{format}', {buf.size} bytes): no complete PNG or JPEG header"
+        )
+    container, width, height = header
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"cannot decode compressed image ('{format}', {buf.size} bytes): "
+                                   f"{container} header declares an empty {width}x{height} image")
+    check_pixel_limit(width, height, max_pixels, f"compressed {container} ('{format}', {buf.size} bytes)")
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        image, complaints = _imdecode_quietly(buf)
     except cv2.error as exc:
         raise ImageConversionError(
             f"cannot decode compressed image ('{format}', {buf.size} bytes): {exc}"
         ) from None
     if image is None:
-        raise ImageConversionError(f"cannot decode compressed image ('{format}', {buf.size} bytes)")
+        why = f": {'; '.join(complaints)}" if complaints else ""
+        raise ImageConversionError(f"cannot decode compressed image ('{format}', {buf.size} bytes){why}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     by_layout = {

@@ -16,8 +16,17 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .image_conversions import ImageConversionError, compressed_to_array, image_to_array, thermal_to_float
+from .image_conversions import (
+    DEFAULT_MAX_PIXELS,
+    ImageConversionError,
+    check_pixel_limit,
+    compressed_image_size,
+    compressed_to_array,
+    image_to_array,
+    thermal_to_float,
+)
 from .registration import Registration
+from .topics import RGB_TOPIC, THERMAL_TOPIC
 
 # ----------------------------------------------------------------------------------------- constants
 THERMAL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
@@ -124,14 +133,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               "true: a managed lifecycle node that waits for configure/activate transitions; false: "
               "configures and activates itself at start (plain node)"),
     # topics
-    ParamSpec("thermal_topic", "thermal/image", "thermal image topic (relative names follow the namespace)",
-              check=_topic),
-    ParamSpec("rgb_topic", "rgb/image", "RGB image topic", check=_topic),
+    ParamSpec("thermal_topic", THERMAL_TOPIC, "thermal image topic (relative names follow the namespace; "
+              "connect a camera by remapping it, e.g. the launch files' thermal_topic argument)", check=_topic),
+    ParamSpec("rgb_topic", RGB_TOPIC, "RGB image topic (remap like thermal_topic)", check=_topic),
     ParamSpec("thermal_transport", "raw", "thermal transport: raw (sensor_msgs/Image) or compressed "
               "(sensor_msgs/CompressedImage on <thermal_topic>/compressed, PNG for 16-bit)",
               "raw|compressed", _one_of(TRANSPORTS)),
     ParamSpec("rgb_transport", "raw", "RGB transport: raw or compressed (<rgb_topic>/compressed)",
               "raw|compressed", _one_of(TRANSPORTS)),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS, "largest input image accepted, in pixels (width*height), "
+              "checked on the declared size before decoding (Image width/height, PNG/JPEG header); bigger "
+              "images are rejected [too_large]. Default 4096*4096 = 16777216, above any vehicle camera",
+              "[1, 1073741824]", _in_range(1, 1 << 30)),
     # engine
     ParamSpec("model_path", "", "model file (.pt), ONNX export (.onnx + .onnx.json) or TensorRT engine "
               "(.engine + .engine.json); empty: the bundled fusion_ros/models/default.pt"),
@@ -201,6 +214,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "plane_distance)", "3 numbers", _length(3)),
     ParamSpec("registration.plane_distance", 10.0, "planar: distance of the scene plane from the thermal "
               "camera", "> 0", _in_range(0.0, None, low_open=True)),
+    ParamSpec("registration.thermal_width", 0, "width (pixels) of the thermal image the registration was "
+              "calibrated for; required (> 0) for homography and planar, optional for identity (0: any). A "
+              "thermal image of another size is rejected [thermal_size], never fused with this homography",
+              "0 or [1, 65535]", _in_range(0, 65535)),
+    ParamSpec("registration.thermal_height", 0, "height (pixels) of the calibrated thermal image (see "
+              "registration.thermal_width)", "0 or [1, 65535]", _in_range(0, 65535)),
     ParamSpec("registration.border", "constant", "RGB pixels outside the thermal view: constant (0) or "
               "replicate (edge pixels)", "constant|replicate", _one_of(BORDERS)),
     ParamSpec("registration.max_aspect_mismatch", 0.02, "identity mode: largest relative difference of the "
@@ -211,7 +230,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "has an empty one", check=_frame_id),
     ParamSpec("publish_fused", True, "publish fused/image (bgr8)"),
     ParamSpec("publish_detections", True, "publish detections (vision_msgs/Detection2DArray)"),
-    ParamSpec("publish_segmentation", True, "publish segmentation/mask (mono8 class ids)"),
+    ParamSpec("publish_segmentation", False, "publish segmentation/mask (mono8 class ids); off by default: the "
+              "bundled model's segmentation output has never seen a real label"),
     ParamSpec("publish_segmentation_color", False, "publish segmentation/color (bgr8 class colours)"),
     ParamSpec("publish_detection_image", False, "publish detections/image (bgr8 fused image with boxes)"),
     # diagnostics
@@ -219,6 +239,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               _in_range(0.05, 60.0)),
     ParamSpec("diagnostics.silent_timeout", 2.0, "an input silent for longer (s) is reported WARN",
               "[0.1, 3600]", _in_range(0.1, 3600.0)),
+    ParamSpec("diagnostics.no_output_timeout", 3.0, "inputs arriving but no pair published for longer (s) is "
+              "reported WARN on the synchronizer status, naming the dominant drop reason (stamp skew beyond "
+              "sync.slop, size mismatch, zero / duplicate stamps ...)", "[0.1, 3600]", _in_range(0.1, 3600.0)),
     ParamSpec("diagnostics.engine_error_threshold", 3, "consecutive engine failures reported ERROR",
               "[1, 1000]", _in_range(1, 1000)),
     ParamSpec("log_throttle", 5.0, "seconds between repeated log lines of one kind (bad input, engine "
@@ -267,6 +290,48 @@ def check_value(name: str, value) -> tuple[Any, str | None]:
     return value, None
 
 
+def cli_parameter_overrides(argv: list[str]) -> dict:
+    """``-p NAME:=VALUE`` / ``--param NAME:=VALUE`` of the ``--ros-args`` sections of ``argv``, values parsed
+    as rcl does (YAML). Node-scoped forms (``node:name:=value``) are left out."""
+    import yaml
+
+    out, in_ros, i = {}, False, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg in ("-p", "--param") and i + 1 < len(argv):
+            name, sep, text = argv[i + 1].partition(":=")
+            if sep and ":" not in name:
+                try:
+                    out[name] = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    out[name] = text
+            i += 1
+        i += 1
+    return out
+
+
+def dropped_cli_parameters(argv: list[str], overrides: dict) -> list[str]:
+    """Warnings for ``-p`` values that rcl dropped: layered over a params file that sets the same parameter
+    with another type (``-p score_threshold:=abc`` over ``score_threshold: 0.3``), rcl silently keeps the
+    file's value. ``overrides``: name -> the value the node actually received."""
+    problems = []
+    for name, wanted in cli_parameter_overrides(argv).items():
+        if name not in overrides:
+            continue
+        got = overrides[name]
+        same = got == wanted and type(got) is type(wanted)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (got, wanted))
+        if same or (numeric and float(got) == float(wanted)):
+            continue
+        problems.append(f"-p {name}:={wanted!r} was dropped by rcl (its type does not match the params file's "
+                        f"value, which is kept: {got!r}); give it with the file's type")
+    return problems
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Validated parameters (names as in PARAMS, dots kept) plus objects derived from them."""
@@ -281,6 +346,12 @@ class NodeConfig:
     def input_size(self) -> tuple[int, int] | None:
         h, w = self.values["input_height"], self.values["input_width"]
         return (h, w) if h and w else None
+
+    @property
+    def thermal_size(self) -> tuple[int, int] | None:
+        """(width, height) of the thermal image the registration is calibrated for, or None (any size)."""
+        w, h = self.values["registration.thermal_width"], self.values["registration.thermal_height"]
+        return (w, h) if w and h else None
 
     @property
     def device(self) -> str | None:
@@ -344,6 +415,15 @@ def validate_params(raw: dict) -> NodeConfig:
             registration = Registration.from_config(registration_config(values))
         except ValueError as exc:
             problems.append(f"registration.{values['registration.mode']}: {exc}")
+    if not any(p.startswith(("registration.thermal_", "registration.mode")) for p in problems):
+        tw, th = values["registration.thermal_width"], values["registration.thermal_height"]
+        if (tw == 0) != (th == 0):
+            problems.append(f"registration.thermal_width/thermal_height: set both or neither, got {tw}x{th}")
+        elif tw == 0 and values["registration.mode"] != "identity":
+            problems.append(
+                f"registration.thermal_width/thermal_height: registration.mode {values['registration.mode']} "
+                "maps thermal pixels, so it holds for one thermal resolution only: set the width and height of "
+                "the thermal image it was calibrated for")
     if problems:
         raise ParamError(problems)
     return NodeConfig(values, registration)
@@ -374,18 +454,28 @@ class Frame:
     compressed: tuple[str, Any] | None = None  # (format, data) of a CompressedImage
 
 
-def decode_image(msg, role: str) -> tuple[np.ndarray, str]:
-    """An Image-like message -> (array view, encoding); ImageConversionError names what is wrong."""
+def decode_image(msg, role: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """An Image-like message -> (array view, encoding); ImageConversionError names what is wrong. The
+    declared width*height is checked against ``max_pixels`` first (ImageTooLarge)."""
     allowed = THERMAL_ENCODINGS if role == "thermal" else COLOR_ENCODINGS
     if msg.encoding not in allowed:
         raise ImageConversionError(
             f"{role} encoding '{msg.encoding}' is not supported (use one of {', '.join(allowed)})"
         )
-    return image_to_array(msg), msg.encoding
+    return image_to_array(msg, max_pixels), msg.encoding
 
 
-def decode_compressed(fmt: str, data, role: str) -> tuple[np.ndarray, str]:
-    array, encoding = compressed_to_array(fmt, data)
+def check_compressed_size(fmt: str, data, max_pixels: int | None) -> None:
+    """ImageTooLarge when a CompressedImage's PNG/JPEG header declares more than ``max_pixels`` pixels
+    (cheap: reads the header only; data that is not PNG/JPEG is left for the decoder to reject)."""
+    header = compressed_image_size(data)
+    if header is not None:
+        container, width, height = header
+        check_pixel_limit(width, height, max_pixels, f"compressed {container} ('{fmt}', {len(data)} bytes)")
+
+
+def decode_compressed(fmt: str, data, role: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    array, encoding = compressed_to_array(fmt, data, max_pixels)
     if role == "thermal" and encoding not in ("mono8", "mono16"):
         raise ImageConversionError(
             f"compressed thermal '{fmt}' decodes to {encoding}; send a single-channel 8/16-bit PNG"
@@ -396,6 +486,8 @@ def decode_compressed(fmt: str, data, role: str) -> tuple[np.ndarray, str]:
 def classify_error(message: str) -> str:
     """Short reason key (for diagnostics counters) of an input conversion error message."""
     text = message.lower()
+    if "exceeds the pixel limit" in text:
+        return "too_large"
     if "nan/inf" in text:
         return "nan"
     if "encoding" in text or "layout" in text:
@@ -428,10 +520,24 @@ def thermal_to_unit(array: np.ndarray, encoding: str, mode: str, value_range) ->
     return thermal_to_float(array, encoding, mode=mode, low=low, high=high)
 
 
+def check_thermal_size(thermal_hw: tuple[int, int], calibrated_wh: tuple[int, int] | None,
+                       mode: str) -> str | None:
+    """Reason a thermal frame does not match the size its registration was calibrated for, or None."""
+    if calibrated_wh is None:
+        return None
+    width, height = calibrated_wh
+    if tuple(thermal_hw) == (height, width):
+        return None
+    return (f"thermal image is {thermal_hw[1]}x{thermal_hw[0]} (WxH) but registration ({mode}) is calibrated for "
+            f"{width}x{height} (registration.thermal_width/thermal_height): not fused with a homography made for "
+            "another resolution; recalibrate for this resolution or set the camera back")
+
+
 def check_pair_geometry(thermal_hw: tuple[int, int], rgb_hw: tuple[int, int], identity: bool,
                         max_aspect_mismatch: float) -> str | None:
     """Reason a thermal/RGB pair cannot be registered, or None. A homography maps any thermal size onto
-    the RGB grid; identity registration only resizes, so the aspect ratios must agree."""
+    the RGB grid (check_thermal_size binds it to its calibrated size); identity registration only resizes,
+    so the aspect ratios must agree."""
     if not identity:
         return None
     if thermal_hw == rgb_hw:
@@ -488,11 +594,12 @@ def offer_frame(sync, last_stamps: list, index: int, frame: Frame, reset_on_jump
     return OfferOutcome(sync.add_ns(index, frame.stamp_ns, frame), reset, None)
 
 
-def decode_frame(frame: Frame, role: str) -> tuple[np.ndarray, str]:
-    """A queued frame -> (array, encoding): compressed data is decoded now, raw frames are already arrays."""
+def decode_frame(frame: Frame, role: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """A queued frame -> (array, encoding): compressed data is decoded now (its header's size checked against
+    ``max_pixels`` first), raw frames are already arrays."""
     if frame.compressed is not None:
         fmt, data = frame.compressed
-        return decode_compressed(fmt, data, role)
+        return decode_compressed(fmt, data, role, max_pixels)
     return frame.array, frame.encoding
 
 
@@ -512,10 +619,13 @@ def prepare_pair(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
     decoded = []
     for index, frame in ((THERMAL_INDEX, thermal_frame), (RGB_INDEX, rgb_frame)):
         try:
-            decoded.append(decode_frame(frame, ROLES[index]))
+            decoded.append(decode_frame(frame, ROLES[index], cfg["max_image_pixels"]))
         except ImageConversionError as exc:
             raise PairRejected(index, classify_error(str(exc)), str(exc)) from None
     (thermal, t_enc), (rgb, c_enc) = decoded
+    reason = check_thermal_size(thermal.shape[:2], cfg.thermal_size, cfg["registration.mode"])
+    if reason:
+        raise PairRejected(THERMAL_INDEX, "thermal_size", reason)
     reason = check_pair_geometry(thermal.shape[:2], rgb.shape[:2], cfg.registration.is_identity,
                                  cfg["registration.max_aspect_mismatch"])
     if reason:
@@ -805,7 +915,76 @@ def input_status(prefix: str, monitor: InputMonitor, sync_index: int, sync_stats
     return Status(OK, f"{prefix}: {monitor.name} input", message, values)
 
 
-def sync_status(prefix: str, sync_stats, pair_rate: float, slot: LatestSlot | None) -> Status:
+class DropTracker:
+    """Why inputs arrive but nothing is published: rejections (per input and reason) and unpaired
+    synchroniser drops counted since the last published pair. Thread-safe (executor + worker)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict = {}
+        self._messages: dict = {}
+        self._sync_base: int | None = None
+
+    def note(self, key: str, message: str) -> None:
+        """One dropped frame/pair of kind ``key`` (e.g. 'thermal size_mismatch'), ``message`` says why."""
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._messages[key] = message
+
+    def clear(self, sync_dropped_total: int | None = None) -> None:
+        """A pair was published: start counting afresh (``sync_dropped_total``: the synchroniser's count now)."""
+        with self._lock:
+            self._counts.clear()
+            self._messages.clear()
+            self._sync_base = sync_dropped_total
+
+    def dominant(self, sync_dropped_total: int, skew_text: str | None) -> str:
+        """The most frequent drop reason since the last published pair, as a message. Unpaired synchroniser
+        drops are described by ``skew_text`` (the stamp offset between the inputs) when it is given."""
+        with self._lock:
+            counts = dict(self._counts)
+            messages = dict(self._messages)
+            if self._sync_base is None or sync_dropped_total < self._sync_base:
+                self._sync_base = 0
+            unpaired = sync_dropped_total - self._sync_base
+        if unpaired > 0:
+            counts["sync"] = unpaired
+            messages["sync"] = skew_text or "sync: no partner within slop (stamps of the two inputs differ)"
+        if not counts:
+            return skew_text or "no pair formed yet (waiting for frames with matching stamps)"
+        key = max(counts, key=lambda k: counts[k])
+        if key == "sync":
+            return f"{messages[key]} ({counts[key]} frames dropped unpaired)"
+        return f"{key}: {messages[key]} ({counts[key]} dropped)"
+
+
+def skew_description(last_stamps: list, slop: float) -> str | None:
+    """'sync: thermal 2.0 s behind rgb, slop 0.05 s' when the newest stamps of the two inputs are further
+    apart than ``slop`` (no pair can form), else None. ``last_stamps``: [thermal ns, rgb ns] (None unknown)."""
+    thermal, rgb = last_stamps[THERMAL_INDEX], last_stamps[RGB_INDEX]
+    if thermal is None or rgb is None:
+        return None
+    offset = (rgb - thermal) * 1e-9
+    if abs(offset) <= slop:
+        return None
+    behind, ahead = ("thermal", "rgb") if offset > 0 else ("rgb", "thermal")
+    return f"sync: {behind} {abs(offset):.3g} s behind {ahead}, slop {slop:g} s"
+
+
+def output_stall(now: float, last_output: float | None, since: float, inputs: list[InputMonitor],
+                 timeout: float) -> float | None:
+    """Seconds without a published pair while inputs arrive (both inputs heard within ``timeout``), when
+    that is longer than ``timeout``; else None."""
+    quiet = now - (last_output if last_output is not None and last_output > since else since)
+    if quiet <= timeout:
+        return None
+    if not all(m.last_arrival is not None and now - m.last_arrival <= timeout for m in inputs):
+        return None  # an input is silent: its own status says so
+    return quiet
+
+
+def sync_status(prefix: str, sync_stats, pair_rate: float, slot: LatestSlot | None,
+                stall: str | None = None, resets: int = 0) -> Status:
     skews = list(sync_stats.recent_skews) if sync_stats is not None else []
     values = [
         ("pair_rate_hz", _fmt(pair_rate)),
@@ -814,10 +993,14 @@ def sync_status(prefix: str, sync_stats, pair_rate: float, slot: LatestSlot | No
         ("skew_max_ms", _fmt(sync_stats.max_skew * 1e3 if sync_stats else 0.0)),
         ("skew_p95_ms", _fmt(float(np.percentile(skews, 95)) * 1e3 if skews else 0.0)),
         ("worker_dropped_pairs", _fmt(slot.dropped if slot else 0)),
+        ("resets_on_jump_back", _fmt(resets)),
     ]
     if sync_stats is not None:
         for i, name in enumerate(("thermal", "rgb")):
             values.append((f"{name}_unpaired_dropped", _fmt(sync_stats.dropped[i])))
+    if stall:
+        values.append(("no_output_reason", stall))
+        return Status(WARN, f"{prefix}: synchronizer", stall, values)
     message = f"{pair_rate:.1f} pairs/s"
     if slot is not None and slot.dropped:
         message += f", {slot.dropped} pairs dropped (engine busy)"

@@ -7,8 +7,9 @@ Arguments:
   params_file    node parameters (default: the package's config/fusion.yaml)
   use_sim_time   true when replaying bags / simulating (default false)
   namespace      node namespace; outputs go to <namespace>/fused/image, <namespace>/detections, ...
-  thermal_topic  the thermal camera topic (remapped onto the node's thermal/image)
-  rgb_topic      the RGB camera topic (remapped onto the node's rgb/image)
+  thermal_topic  the thermal camera topic, remapped onto the node's thermal/image_raw (and, with
+                 thermal_transport: compressed, <thermal_topic>/compressed onto thermal/image_raw/compressed)
+  rgb_topic      the RGB camera topic, remapped onto the node's rgb/image_raw (and .../compressed alike)
   autostart      true: the node configures and activates itself (parameter lifecycle:=false);
                  false: it stays unconfigured until a lifecycle manager / `ros2 lifecycle set` drives it
   log_level      node log level (default info)
@@ -21,6 +22,8 @@ from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import LifecycleNode
 from launch_ros.parameter_descriptions import ParameterValue
+
+from fusion_ros.topics import COMPRESSED_SUFFIX, RGB_TOPIC, THERMAL_TOPIC
 
 
 def _default_params_file() -> str:
@@ -38,10 +41,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="use /clock (bag replay, simulation)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
-        DeclareLaunchArgument("thermal_topic", default_value="thermal/image_raw",
-                              description="thermal image topic (sensor_msgs/Image)"),
-        DeclareLaunchArgument("rgb_topic", default_value="rgb/image_raw",
-                              description="RGB image topic (sensor_msgs/Image)"),
+        DeclareLaunchArgument("thermal_topic", default_value=THERMAL_TOPIC,
+                              description="thermal image topic (sensor_msgs/Image; its /compressed sub-topic "
+                                          "with thermal_transport: compressed)"),
+        DeclareLaunchArgument("rgb_topic", default_value=RGB_TOPIC,
+                              description="RGB image topic (sensor_msgs/Image; or its /compressed sub-topic)"),
         DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
                               description="configure + activate at start (false: wait for a lifecycle manager)"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug|info|warn|error"),
@@ -64,9 +68,13 @@ def generate_launch_description() -> LaunchDescription:
                 ),
             },
         ],
+        # the node's inputs are the relative THERMAL_TOPIC / RGB_TOPIC (fusion_ros/topics.py); the same
+        # arguments remap the compressed transport's sub-topics
         remappings=[
-            ("thermal/image", LaunchConfiguration("thermal_topic")),
-            ("rgb/image", LaunchConfiguration("rgb_topic")),
+            (THERMAL_TOPIC, LaunchConfiguration("thermal_topic")),
+            (RGB_TOPIC, LaunchConfiguration("rgb_topic")),
+            (f"{THERMAL_TOPIC}/{COMPRESSED_SUFFIX}", [LaunchConfiguration("thermal_topic"), f"/{COMPRESSED_SUFFIX}"]),
+            (f"{RGB_TOPIC}/{COMPRESSED_SUFFIX}", [LaunchConfiguration("rgb_topic"), f"/{COMPRESSED_SUFFIX}"]),
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
     )

@@ -22,6 +22,8 @@ from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PythonExpression
 
+from fusion_ros.topics import RGB_TOPIC, THERMAL_TOPIC
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PASSED = ("params_file", "namespace", "thermal_topic", "rgb_topic", "autostart", "log_level")
 
@@ -32,8 +34,8 @@ def generate_launch_description() -> LaunchDescription:
     # params_file:=... given on the command line reaches it anyway
     defaults = {
         "namespace": "",
-        "thermal_topic": "thermal/image_raw",
-        "rgb_topic": "rgb/image_raw",
+        "thermal_topic": THERMAL_TOPIC,
+        "rgb_topic": RGB_TOPIC,
         "autostart": "true",
         "log_level": "info",
     }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the ROS 2 interface packages that PyPI lacks (interfaces/*, today only vision_msgs 4.x) with
+# Build the ROS 2 interface packages that PyPI lacks (interfaces/*, today only vision_msgs 4.x, plus
+# composition_interfaces from the vendored ROS 2 sources when they are present: launch_ros needs it) with
 # the colcon + rosidl toolchain installed from PyPI into VENV, into OUTDIR/{build,install,log}.
 #
 #   usage: bash scripts/build_interfaces.sh VENV OUTDIR      (the Makefile: .venv .ros_interfaces)
+#   VENDOR_ROS2=DIR overrides where composition_interfaces is looked for (default ../shared/vendor/ros2
+#   beside the checkout; absent: vision_msgs only).
 #
 # Afterwards `source OUTDIR/install/setup.bash` (scripts/with_ros_env.sh does it) makes
 # `import vision_msgs.msg` work in VENV's python. OUTDIR/install/.built is written last, only on
@@ -48,6 +51,14 @@ mkdir -p "$2"
 out=$(cd "$2" && pwd)
 stamp="$out/install/.built"
 log="$out/build.log"
+vendor="${VENDOR_ROS2:-$root/../shared/vendor/ros2}"
+base_paths=("$root/interfaces")
+if [ -f "$vendor/composition_interfaces/package.xml" ]; then
+  vendor=$(cd "$vendor" && pwd)
+  base_paths+=("$vendor/composition_interfaces")
+else
+  vendor=""
+fi
 
 # One build at a time per OUTDIR (parallel test runs / make invocations).
 if command -v flock >/dev/null; then
@@ -64,6 +75,10 @@ inputs_hash=$(
       -o -name package.xml -o -name CMakeLists.txt \) -print0 | sort -z | xargs -0 -r sha256sum
     find . -maxdepth 1 -name 'requirements*.txt' -print0 | sort -z | xargs -0 -r sha256sum
     sha256sum scripts/build_interfaces.sh
+    if [ -n "$vendor" ]; then
+      (cd "$vendor" && find composition_interfaces -type f \( -name '*.srv' -o -name '*.msg' -o -name package.xml \
+        -o -name CMakeLists.txt \) -print0 | sort -z | xargs -0 -r sha256sum)
+    fi
     echo "venv=$venv"
     "$py" -c 'import sys; print(sys.version)'
   } | sha256sum | cut -d' ' -f1
@@ -122,12 +137,12 @@ fi
 rm -rf "$out/install"
 echo "$venv" >"$out/.venv_path"
 
-npkg=$(find "$root/interfaces" -mindepth 2 -maxdepth 2 -name package.xml | wc -l)
+npkg=$(( $(find "$root/interfaces" -mindepth 2 -maxdepth 2 -name package.xml | wc -l) + ${#base_paths[@]} - 1 ))
 nmsg=$(find "$root/interfaces" -path '*/msg/*.msg' | wc -l)
 echo "build_interfaces: building $npkg interface package(s), $nmsg messages -> $out/install (log: $log)"
 start=$SECONDS
 if ! (cd "$out" && "$colcon" --log-base "$out/log" build \
-      --base-paths "$root/interfaces" \
+      --base-paths "${base_paths[@]}" \
       --build-base "$out/build" --install-base "$out/install" \
       --event-handlers console_direct+ console_stderr- console_start_end+ summary+ \
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$py" -DPython3_FIND_VIRTUALENV=ONLY \
@@ -142,11 +157,13 @@ check_out=$(
   set +u
   # shellcheck disable=SC1091
   source "$out/install/setup.bash"
-  "$py" -c 'import vision_msgs.msg as m; m.Detection2DArray(); print("ok")' 2>&1
+  extra=""
+  [ -z "$vendor" ] || extra="import composition_interfaces.srv as s; s.LoadNode.Request(); "
+  "$py" -c "import vision_msgs.msg as m; m.Detection2DArray(); ${extra}print('ok')" 2>&1
 ) || true
 if [ "$(printf '%s\n' "$check_out" | tail -n 1)" != "ok" ]; then
   printf '%s\n' "$check_out" >&2
-  die "vision_msgs built but does not import with $out/install/setup.bash sourced"
+  die "vision_msgs (or composition_interfaces) built but does not import with $out/install/setup.bash sourced"
 fi
 
 echo "$inputs_hash" >"$stamp"

@@ -99,6 +99,44 @@ def test_truncated_storage(good, tmp_path, model, storage, suffix):
         evaluate(bag, tmp_path / "o", model)
 
 
+def test_mcap_cut_off_mid_recording_is_recovered_up_to_its_last_complete_chunk(good, tmp_path, model):
+    """Issue 13 fault 7: a recorder killed mid-chunk leaves an mcap without footer ("File end magic is
+    invalid"); --allow-truncated evaluates every complete chunk and says so; the error names no tool that
+    is not installed."""
+    from fusion_ros.bag.reader import BagReader, recover_truncated_mcap, truncated_mcap
+
+    bag = tmp_path / "cut"
+    shutil.copytree(good / "chunked", bag)
+    (bag / "metadata.yaml").unlink()  # the recorder writes it when it closes the bag: a killed one has none
+    data = next(bag.glob("*.mcap"))
+    full = BagReader(good / "chunked")
+    total = full.message_count
+    full.close()
+    os.truncate(data, int(data.stat().st_size * 0.7))  # in the middle of a chunk
+    assert truncated_mcap(bag) == data and truncated_mcap(good / "chunked") is None
+    with pytest.raises(BagError) as info:
+        evaluate(data, tmp_path / "o", model)
+    text = str(info.value)
+    assert "--allow-truncated" in text and "mcap recover" not in text, text
+
+    recovery = recover_truncated_mcap(data, tmp_path / "rec.mcap")
+    assert recovery.chunks >= 1 and 0 < recovery.kept_bytes < recovery.source_bytes
+    reader = BagReader(recovery.recovered)
+    assert 0 < reader.message_count < total
+    assert sum(1 for _ in reader.messages(list(reader.topics))) == reader.message_count
+    reader.close()
+
+    for path in (data, bag):  # the file itself, or the folder holding it
+        out = tmp_path / f"o_{path.name}"
+        m = evaluate(path, out, model, allow_truncated=True)
+        assert m["recovered"] and m["recovered"]["chunks"] == recovery.chunks, m["recovered"]
+        assert m["bag"]["path"] == str(data) and 0 < m["pairs"]["processed"]
+        assert m["read_error"] is None and not m["count_mismatch"]
+        assert "Recovered from a truncated recording" in (out / "report.md").read_text()
+        assert any("cut off mid-recording" in w for w in m["warnings"])
+        assert not list(out.glob(".recovered_*")), "the recovered copy is removed after the evaluation"
+
+
 def test_corrupt_part_way(good, tmp_path, model):
     """Storage that breaks in the middle: an error by default; with allow_truncated the frames read
     before the damage are evaluated and the report says where reading stopped."""

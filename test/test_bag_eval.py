@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 bash scripts/with_ros_env.sh .venv/bin/python -m pytest -q test/test_bag_eval.py
 
 A random-weight model (128x160 input) keeps it fast; its mAP is ~0, so the accuracy check runs on the
-shipped model (fusion_ros/models/default.pt) and skips, saying so, until training has produced it.
+bundled synthetic-scene model (fusion_ros/models/synthetic.pt) and skips, saying so, where it is absent.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from fusion_ros.bag import evaluate as ev
 from fusion_ros.bag.reader import BagReader, detections_message, stamp_of
 from fusion_ros.bag.sample import RGB_TOPIC, make_sample_bag
-from fusion_ros.checkpoint import DEFAULT_MODEL, save_untrained_model
+from fusion_ros.checkpoint import SYNTHETIC_MODEL, save_untrained_model
 from fusion_ros.postprocess import Detections
 
 H, W = 128, 160
@@ -90,10 +90,10 @@ def test_output_bag_readable(setup):
         rgb = {stamp_of(x.msg.header): (x.log_ns, x.msg.header.frame_id) for x in reader.messages([RGB_TOPIC])}
     with BagReader(out / "annotated") as reader:
         types = {t.name: t.msgtype for t in reader.topics.values()}
-        assert types == {"/fusion/fused/image": "sensor_msgs/msg/Image",
-                         "/fusion/detections": "vision_msgs/msg/Detection2DArray",
-                         "/fusion/segmentation/mask": "sensor_msgs/msg/Image",
-                         "/fusion/detections/image": "sensor_msgs/msg/Image"}
+        assert types == {"/fused/image": "sensor_msgs/msg/Image",
+                         "/detections": "vision_msgs/msg/Detection2DArray",
+                         "/segmentation/mask": "sensor_msgs/msg/Image",
+                         "/detections/image": "sensor_msgs/msg/Image"}
         assert reader.storage == "mcap"
         by_topic: dict = {}
         for x in reader.messages(list(types)):
@@ -105,14 +105,14 @@ def test_output_bag_readable(setup):
             stamp = stamp_of(x.msg.header)
             assert stamp in rgb, "output stamps are input RGB stamps"
             assert x.log_ns == rgb[stamp][0] and x.msg.header.frame_id == rgb[stamp][1]
-    fused = by_topic["/fusion/fused/image"][0].msg
+    fused = by_topic["/fused/image"][0].msg
     assert (fused.encoding, fused.height, fused.width) == ("bgr8", H, W)
-    mask = by_topic["/fusion/segmentation/mask"][0].msg
+    mask = by_topic["/segmentation/mask"][0].msg
     assert mask.encoding == "mono8" and mask.step == W
-    assert sum(len(x.msg.detections) for x in by_topic["/fusion/detections"]) > 0
+    assert sum(len(x.msg.detections) for x in by_topic["/detections"]) > 0
     names = set(m["model"]["det_classes"])
     assert all(d.results[0].hypothesis.class_id in names
-               for x in by_topic["/fusion/detections"] for d in x.msg.detections)
+               for x in by_topic["/detections"] for d in x.msg.detections)
 
 
 def test_gt_file_gives_the_same_map(setup, tmp_path):
@@ -192,21 +192,21 @@ def test_full_size_frames(tmp_path):
                         max_pairs=4, samples=2, fusion_samples=1, params={"num_threads": 1})
     assert m["pairs"]["processed"] == 4 and time.perf_counter() - started < 60
     with BagReader(tmp_path / "o" / "annotated") as reader:
-        fused = next(reader.messages(["/fusion/fused/image"])).msg
+        fused = next(reader.messages(["/fused/image"])).msg
     assert (fused.height, fused.width) == (512, 640)
 
 
-def test_shipped_model_beats_chance(tmp_path):
-    """The shipped model on its own synthetic data, through the bag path: mAP@0.5 clearly above chance —
+def test_synthetic_model_beats_chance(tmp_path):
+    """The bundled synthetic-scene model on its own synthetic data, through the bag path: mAP@0.5 clearly above chance —
     above 0.1 absolute and far above a random-weight model on the same frames (which scores ~0). Many short
     scenes (0.15 s each, ~20 over 3 s) keep the estimate from hanging on a handful of objects; a low score
     threshold gives COCO the full precision-recall curve (the node's 0.3 would cut it)."""
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"{DEFAULT_MODEL} does not exist yet (it is written when training finishes)")
+    if not SYNTHETIC_MODEL.is_file():
+        pytest.skip(f"{SYNTHETIC_MODEL} does not exist yet (it is written when training finishes)")
     make_sample_bag(tmp_path / "bag", seconds=3.0, height=512, width=640, seed=2024, segment_seconds=0.15)
     common = dict(backend="torch", progress=False, write_bag=False, samples=0, fusion_samples=1,
                   params={"score_threshold": 0.05})
-    shipped = ev.evaluate_bag(tmp_path / "bag", out=tmp_path / "shipped", model=str(DEFAULT_MODEL), **common)
+    shipped = ev.evaluate_bag(tmp_path / "bag", out=tmp_path / "shipped", model=str(SYNTHETIC_MODEL), **common)
     rand = ev.evaluate_bag(tmp_path / "bag", out=tmp_path / "random", model=str(random_model(tmp_path / "r.pt")),
                            **common)
     assert shipped["pairs"]["processed"] >= 50

@@ -150,7 +150,7 @@ def test_measure_drops_and_latency(bag, session, tmp_path):
     """A stand-in for the node that echoes every other RGB frame's header on an output topic: the player
     reports half of the frames dropped and a positive latency, and records the outputs."""
     path, recorded, _ = bag
-    out_pub = session.listener.create_publisher(Image, "/fusion/detections/image", QoSProfile(depth=50))
+    out_pub = session.listener.create_publisher(Image, "/detections/image", QoSProfile(depth=50))
     count = {"n": 0}
 
     def echo(msg):
@@ -160,7 +160,7 @@ def test_measure_drops_and_latency(bag, session, tmp_path):
 
     session.listener.create_subscription(Image, RGB_TOPIC, echo, QoSProfile(depth=50))
     player = bag_player.BagPlayer(session.player_node, path, rate=2.0, topics=[RGB_TOPIC],
-                                  measure_topics=["/fusion/detections/image"], record=tmp_path / "rec")
+                                  measure_topics=["/detections/image"], record=tmp_path / "rec")
     try:
         assert player.wait_for_subscribers(10.0)
         player._subscribe_ready_topics()
@@ -170,11 +170,11 @@ def test_measure_drops_and_latency(bag, session, tmp_path):
     n = len(recorded[RGB_TOPIC])
     m = stats.measure
     assert m["reference_topic"] == RGB_TOPIC and m["reference_frames"] == n
-    out = m["topics"]["/fusion/detections/image"]
+    out = m["topics"]["/detections/image"]
     assert out["subscribed"] and out["matched"] == (n + 1) // 2 and out["dropped"] == n // 2
     assert 0 < out["latency_ms"]["p50"] <= out["latency_ms"]["p99"] < 1000
     with BagReader(tmp_path / "rec") as reader:
-        assert reader.topics["/fusion/detections/image"].count == out["received"]
+        assert reader.topics["/detections/image"].count == out["received"]
 
 
 def test_cli_and_errors(bag, tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Image message <-> numpy conversions and the engine's input normalisation."""
+import os
 from types import SimpleNamespace
 
 import cv2
@@ -6,7 +7,10 @@ import numpy as np
 import pytest
 
 from fusion_ros.image_conversions import (
+    DEFAULT_MAX_PIXELS,
     ImageConversionError,
+    ImageTooLarge,
+    compressed_image_size,
     array_to_image_fields,
     color_to_rgb_float,
     compressed_to_array,
@@ -226,3 +230,82 @@ def test_compressed_errors():
         compressed_to_array("png", b"")
     with pytest.raises(ImageConversionError, match="no PNG after"):
         compressed_to_array("16UC1; compressedDepth png", bytes(40))
+
+
+# ------------------------------------------------------------------------- pixel limit (issue 13, fault 1)
+def _lying_png(width: int, height: int) -> bytes:
+    """A valid small PNG whose IHDR is rewritten to declare width x height (CRC fixed, data left short)."""
+    import struct
+    import zlib
+
+    _, png = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    data = bytearray(png.tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_compressed_header_sizes_are_read_without_decoding():
+    _, png = cv2.imencode(".png", np.zeros((7, 9), np.uint16))
+    _, jpeg = cv2.imencode(".jpg", np.zeros((11, 13, 3), np.uint8))
+    _, progressive = cv2.imencode(".jpg", np.zeros((5, 3, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert compressed_image_size(png.tobytes()) == ("png", 9, 7)
+    assert compressed_image_size(jpeg) == ("jpeg", 13, 11)
+    assert compressed_image_size(progressive.tobytes()) == ("jpeg", 3, 5)
+    assert compressed_image_size(_lying_png(20000, 20000)) == ("png", 20000, 20000)
+    assert compressed_image_size(b"not an image at all") is None
+    assert compressed_image_size(jpeg.tobytes()[:4]) is None
+
+
+def test_a_small_png_declaring_a_huge_image_is_rejected_before_decoding():
+    import time
+
+    lying = _lying_png(20000, 20000)  # 1.2 GB as bgr8 if decoded
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match=r"20000x20000 .* exceeds the pixel limit of 16777216"):
+        compressed_to_array("png", lying, max_pixels=DEFAULT_MAX_PIXELS)
+    assert time.perf_counter() - started < 2.0  # nothing decoded or allocated
+    with pytest.raises(ImageTooLarge):  # the lie in `format` does not matter, the data's header does
+        compressed_to_array("jpeg", lying, max_pixels=100 * 100)
+    _, jpeg = cv2.imencode(".jpg", np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ImageTooLarge, match="64x64"):
+        compressed_to_array("jpeg", jpeg, max_pixels=64 * 63)
+    assert compressed_to_array("jpeg", jpeg, max_pixels=64 * 64)[0].shape == (64, 64, 3)
+
+
+def test_a_raw_image_over_the_pixel_limit_is_rejected_before_reading_its_data():
+    msg = SimpleNamespace(height=5000, width=5000, encoding="mono8", is_bigendian=0, step=5000, data=b"")
+    with pytest.raises(ImageTooLarge, match=r"5000x5000 .* exceeds the pixel limit of 16777216"):
+        image_to_array(msg, max_pixels=DEFAULT_MAX_PIXELS)
+    ok = SimpleNamespace(height=4, width=4, encoding="mono8", is_bigendian=0, step=4, data=bytes(16))
+    assert image_to_array(ok, max_pixels=16).shape == (4, 4)
+    with pytest.raises(ImageTooLarge):
+        image_to_array(ok, max_pixels=15)
+
+
+def test_data_that_is_neither_png_nor_jpeg_is_not_handed_to_opencv():
+    _, bmp = cv2.imencode(".bmp", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ImageConversionError, match="no complete PNG or JPEG header"):
+        compressed_to_array("bmp", bmp.tobytes())
+
+
+def test_decoder_complaints_are_routed_into_the_error_not_onto_stderr(capfd):
+    """Issue 13 fault 5: libpng / libjpeg / OpenCV print their own lines to stderr for every bad frame."""
+    rng = np.random.default_rng(0)
+    _, png = cv2.imencode(".png", rng.integers(0, 65535, (64, 64)).astype(np.uint16))
+    corrupt = bytearray(png.tobytes())
+    corrupt[60:80] = bytes(20)  # inside IDAT: "libpng error: IDAT: CRC error"
+    with pytest.raises(ImageConversionError, match=r"cannot decode compressed image \('png', \d+ bytes\): libpng"):
+        compressed_to_array("png", bytes(corrupt))
+    with pytest.raises(ImageConversionError):
+        compressed_to_array("png", png.tobytes()[:60])  # OpenCV: "PNG input buffer is incomplete"
+    _, jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (64, 64, 3)).astype(np.uint8))
+    damaged = jpeg.tobytes()[:300] + b"\xff\xd9"  # libjpeg: "Corrupt JPEG data: ... extraneous bytes"
+    try:
+        compressed_to_array("jpeg", damaged)
+    except ImageConversionError:
+        pass
+    os.write(2, b"a line of someone else\n")  # other stderr output is untouched
+    err = capfd.readouterr().err
+    assert "libpng" not in err and "Corrupt JPEG" not in err and "WARN" not in err, err
+    assert "a line of someone else" in err

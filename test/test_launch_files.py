@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fusion_ros import node_core as core
+from fusion_ros import topics
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = {name: ROOT / "launch" / f"{name}.launch.py" for name in ("fusion", "replay")}
@@ -109,11 +110,17 @@ def test_fusion_launch_structure(fake_launch):
     assert node["package"] == "fusion_ros" and node["executable"] == "fusion_node" and node["name"] == "fusion_node"
     assert repr(node["namespace"]) == "LaunchConfiguration('namespace',)"
     remapped = {src: repr(dst) for src, dst in node["remappings"]}
-    # the remap sources must be the node's default input topics
+    # the remap sources must be the node's default input topics (fusion_ros/topics.py), and the same launch
+    # arguments remap the compressed transport's sub-topics
+    thermal, rgb = core.PARAM_SPECS["thermal_topic"].default, core.PARAM_SPECS["rgb_topic"].default
+    assert (thermal, rgb) == (topics.THERMAL_TOPIC, topics.RGB_TOPIC) == ("thermal/image_raw", "rgb/image_raw")
     assert remapped == {
-        core.PARAM_SPECS["thermal_topic"].default: "LaunchConfiguration('thermal_topic',)",
-        core.PARAM_SPECS["rgb_topic"].default: "LaunchConfiguration('rgb_topic',)",
+        thermal: "LaunchConfiguration('thermal_topic',)",
+        rgb: "LaunchConfiguration('rgb_topic',)",
+        f"{thermal}/compressed": "[LaunchConfiguration('thermal_topic',), '/compressed']",
+        f"{rgb}/compressed": "[LaunchConfiguration('rgb_topic',), '/compressed']",
     }
+    assert declared["thermal_topic"] == thermal and declared["rgb_topic"] == rgb
     params_file, overrides = node["parameters"]
     assert repr(params_file) == "LaunchConfiguration('params_file',)"
     assert set(overrides) == {"use_sim_time", "lifecycle"}

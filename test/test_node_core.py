@@ -93,7 +93,7 @@ def test_config_yaml_comments_every_parameter():
         ({"registration.homography": [1.0, 0.0, 0.0]}, "registration.homography: needs exactly 9 numbers"),
         ({"registration.mode": "planar", "registration.rotation": [2.0, 0, 0, 0, 1, 0, 0, 0, 1]}, "rotation"),
         ({"registration.plane_distance": 0.0}, "registration.plane_distance: must be > 0.0"),
-        ({"rgb_topic": "thermal/image"}, "same topic"),
+        ({"rgb_topic": "thermal/image_raw"}, "same topic"),
         ({"thermal_topic": "bad topic"}, "thermal_topic: must be a non-empty topic name"),
         ({"default_frame_id": ""}, "default_frame_id: must be a non-empty frame id"),
         ({"diagnostics.period": 0.0}, "diagnostics.period: must be >= 0.05"),
@@ -115,6 +115,41 @@ def test_all_problems_are_listed_at_once():
     assert len(info.value.problems) == 3
 
 
+def test_registration_is_bound_to_the_calibrated_thermal_size():
+    """Issue 13 fault 6: a homography is calibrated for one thermal resolution; another size is rejected."""
+    h = [2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0]  # 320x256 thermal -> 640x512 RGB
+    with pytest.raises(core.ParamError, match="holds for one thermal resolution only"):
+        core.validate_params({"registration.mode": "homography", "registration.homography": h})
+    with pytest.raises(core.ParamError, match="set both or neither"):
+        core.validate_params({"registration.thermal_width": 320})
+    cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h,
+                                "registration.thermal_width": 320, "registration.thermal_height": 256})
+    rgb = core.Frame(np.zeros((512, 640, 3), np.uint8), "bgr8", "c", 1, 0.0)
+    ok = core.Frame(np.full((256, 320), 29000, np.uint16), "mono16", "t", 1, 0.0)
+    thermal_unit, rgb8 = core.prepare_pair(cfg, None, ok, rgb)
+    assert thermal_unit.shape == (256, 320) and rgb8.shape == (512, 640, 3)
+    switched = core.Frame(np.full((512, 640), 29000, np.uint16), "mono16", "t", 2, 0.0)
+    with pytest.raises(core.PairRejected) as info:
+        core.prepare_pair(cfg, None, switched, rgb)
+    assert info.value.reason == "thermal_size" and info.value.index == core.THERMAL_INDEX
+    assert "640x512 (WxH) but registration (homography) is calibrated for 320x256" in info.value.message
+    # identity may be bound too (optional)
+    bound = core.validate_params({"registration.thermal_width": 320, "registration.thermal_height": 256})
+    with pytest.raises(core.PairRejected, match="calibrated for 320x256"):
+        core.prepare_pair(bound, None, switched, rgb)
+    assert core.validate_params({}).thermal_size is None
+
+
+def test_cli_parameters_dropped_by_rcl_are_found():
+    """Issue 13 item 8: `-p score_threshold:=abc` over a params file is dropped silently by rcl."""
+    argv = ["fusion_node", "--ros-args", "--params-file", "f.yaml", "-p", "score_threshold:=abc", "-p",
+            "nms_iou:=1", "--param", "backend:=torch", "-p", "other_node:x:=1", "--", "-p", "not_ros:=2"]
+    assert core.cli_parameter_overrides(argv) == {"score_threshold": "abc", "nms_iou": 1, "backend": "torch"}
+    problems = core.dropped_cli_parameters(argv, {"score_threshold": 0.3, "nms_iou": 1.0, "backend": "torch"})
+    assert problems == ["-p score_threshold:='abc' was dropped by rcl (its type does not match the params file's "
+                        "value, which is kept: 0.3); give it with the file's type"]
+
+
 def test_integers_are_accepted_for_doubles_but_nothing_else_is_converted():
     cfg = core.validate_params({"score_threshold": 1, "registration.homography": [1, 0, 0, 0, 1, 0, 0, 0, 1]})
     assert cfg["score_threshold"] == 1.0 and isinstance(cfg["score_threshold"], float)
@@ -126,13 +161,15 @@ def test_integers_are_accepted_for_doubles_but_nothing_else_is_converted():
 
 def test_registration_modes_build_the_homography():
     h = [1.0, 0.0, 12.0, 0.0, 1.0, -4.0, 0.0, 0.0, 1.0]
-    cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h})
-    assert not cfg.registration.is_identity
+    cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h,
+                                "registration.thermal_width": 640, "registration.thermal_height": 512})
+    assert not cfg.registration.is_identity and cfg.thermal_size == (640, 512)
     np.testing.assert_allclose(cfg.registration.homography, np.array(h).reshape(3, 3))
     k = [500.0, 0.0, 320.0, 0.0, 500.0, 256.0, 0.0, 0.0, 1.0]
     planar = core.validate_params({"registration.mode": "planar", "registration.intrinsics_ir": k,
                                    "registration.intrinsics_rgb": k, "registration.translation": [0.1, 0.0, 0.0],
-                                   "registration.plane_distance": 20.0})
+                                   "registration.plane_distance": 20.0,
+                                   "registration.thermal_width": 640, "registration.thermal_height": 512})
     # a 10 cm baseline at 20 m and f = 500 px: a 2.5 px horizontal shift
     np.testing.assert_allclose(planar.registration.homography[0, 2], 2.5, atol=1e-9)
     # identity keeps the border setting
@@ -198,6 +235,46 @@ def test_errors_are_classified(make, reason):
     with pytest.raises(ImageConversionError) as info:
         make()
     assert core.classify_error(str(info.value)) == reason
+
+
+def _lying_png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    import cv2
+
+    _, png = cv2.imencode(".png", np.zeros((8, 8), np.uint16))
+    data = bytearray(png.tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_pixel_limit_rejects_declared_sizes_before_decoding():
+    """Issue 13 fault 1: a 20000x20000 PNG header or a huge raw Image is rejected [too_large], undecoded."""
+    cfg = core.validate_params({})
+    assert cfg["max_image_pixels"] == 4096 * 4096
+    with pytest.raises(ImageConversionError) as info:
+        core.decode_image(_msg(np.zeros((2, 2), np.uint8), "mono8", height=5000, width=5000, step=5000),
+                          "thermal", cfg["max_image_pixels"])
+    assert core.classify_error(str(info.value)) == "too_large"
+    assert "max_image_pixels" in str(info.value)
+    lying = _lying_png(20000, 20000)
+    with pytest.raises(ImageConversionError) as info:
+        core.check_compressed_size("png", lying, cfg["max_image_pixels"])
+    assert core.classify_error(str(info.value)) == "too_large"
+    core.check_compressed_size("png", b"garbage", cfg["max_image_pixels"])  # left for the decoder
+    thermal = core.Frame(None, "", "t", 1, 0.0, compressed=("mono16; png", lying))
+    rgb = core.Frame(np.zeros((8, 8, 3), np.uint8), "bgr8", "c", 1, 0.0)
+    with pytest.raises(core.PairRejected) as rejected:
+        core.prepare_pair(cfg, None, thermal, rgb)
+    assert rejected.value.index == core.THERMAL_INDEX and rejected.value.reason == "too_large"
+    small = core.validate_params({"max_image_pixels": 63})
+    ok = core.Frame(np.zeros((8, 8), np.uint16), "mono16", "t", 1, 0.0)
+    with pytest.raises(core.PairRejected, match="exceeds the pixel limit of 63"):
+        core.prepare_pair(small, None, ok, core.Frame(None, "", "c", 1, 0.0, compressed=("png", _lying_png(8, 8))))
+    with pytest.raises(core.ParamError, match="max_image_pixels"):
+        core.validate_params({"max_image_pixels": 0})
 
 
 def test_to_rgb8():
@@ -366,6 +443,43 @@ def test_sync_status_reports_skew_and_drops():
 
 
 # ------------------------------------------------------------------------------------------- overlays
+def test_no_output_names_the_dominant_drop_reason():
+    """Issue 13 fault 2: inputs arrive, nothing is published: say why."""
+    slop = 0.05
+    assert core.skew_description([10_000_000_000, 12_000_000_000], slop) == \
+        "sync: thermal 2 s behind rgb, slop 0.05 s"
+    assert core.skew_description([12_500_000_000, 12_000_000_000], slop) == \
+        "sync: rgb 0.5 s behind thermal, slop 0.05 s"
+    assert core.skew_description([12_010_000_000, 12_000_000_000], slop) is None
+    assert core.skew_description([None, 12_000_000_000], slop) is None
+
+    drops = core.DropTracker()
+    drops.clear(sync_dropped_total=3)
+    text = core.skew_description([10_000_000_000, 12_000_000_000], slop)
+    assert drops.dominant(3 + 40, text) == "sync: thermal 2 s behind rgb, slop 0.05 s (40 frames dropped unpaired)"
+    for _ in range(5):
+        drops.note("thermal size_mismatch", "thermal 320x256 and RGB 640x360 differ in aspect ratio")
+    drops.note("rgb duplicate", "stamp 0.000000 repeats the previous message's stamp; dropped")
+    assert drops.dominant(3, None) == ("thermal size_mismatch: thermal 320x256 and RGB 640x360 differ in aspect "
+                                       "ratio (5 dropped)")
+    for _ in range(9):
+        drops.note("rgb duplicate", "stamp 0.000000 repeats the previous message's stamp; dropped")
+    assert drops.dominant(3, None).startswith("rgb duplicate: stamp 0.000000 repeats")
+    drops.clear(sync_dropped_total=50)
+    assert drops.dominant(50, None).startswith("no pair formed yet")
+
+    inputs = [core.InputMonitor("thermal"), core.InputMonitor("rgb")]
+    assert core.output_stall(10.0, None, 0.0, inputs, 3.0) is None  # nothing arrives: the inputs warn instead
+    for m in inputs:
+        m.on_receive(9.9)
+    assert core.output_stall(10.0, None, 0.0, inputs, 3.0) == 10.0
+    assert core.output_stall(10.0, 8.0, 0.0, inputs, 3.0) is None  # published 2 s ago
+    assert core.output_stall(10.0, None, 8.0, inputs, 3.0) is None  # activated 2 s ago
+    status = core.sync_status("/n", SyncStats.zeros(2), 0.0, None, stall="no output for 4.0 s: sync: x")
+    assert status.level == core.WARN and status.message == "no output for 4.0 s: sync: x"
+    assert core.sync_status("/n", SyncStats.zeros(2), 0.0, None).level == core.OK
+
+
 def test_overlays():
     class_file = SimpleNamespace(names=("person",), colors=np.array([[220, 20, 60]]))
     colors = core.class_colors(["person", "zebra"], class_file)

@@ -251,8 +251,8 @@ class Camera:
     """Publishes thermal / RGB frames with increasing stamps on the main node's input topics."""
 
     def __init__(self, client: Client, ns: str = ""):
-        self.thermal = client.publisher(f"{ns}/thermal/image")
-        self.rgb = client.publisher(f"{ns}/rgb/image")
+        self.thermal = client.publisher(f"{ns}/thermal/image_raw")
+        self.rgb = client.publisher(f"{ns}/rgb/image_raw")
         self.rng = np.random.default_rng(0)
         self.t = BASE_NS
 
@@ -300,6 +300,7 @@ def nodes(tmp, domain, model_file):
             "--params-file", str(ROOT / "config" / "fusion.yaml"), *common,
             "-p", "lifecycle:=false",
             "-p", "score_threshold:=0.01",  # random weights score ~0.07: get some detections
+            "-p", "publish_segmentation:=true",  # off by default (the bundled model has no real seg labels)
             "-p", "input_qos.depth:=5",
             "-p", "sync.inter_message_lower_bound:=0.03",
             "-p", "diagnostics.period:=0.25",
@@ -331,7 +332,7 @@ def client(domain):
 @pytest.fixture(scope="module")
 def main_node(nodes, client):
     proc = nodes[MAIN]
-    ok = client.wait_matched(["/thermal/image", "/rgb/image"], timeout=45.0)
+    ok = client.wait_matched(["/thermal/image_raw", "/rgb/image_raw"], timeout=45.0)
     assert ok, f"the node never subscribed to its inputs; its log:\n{proc.log()}"
     return proc
 
@@ -585,8 +586,8 @@ def test_lifecycle_transitions_and_compressed_inputs(nodes, client):
     assert not client.set_parameter(node, "backend", "auto").successful  # read-only while configured
 
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    pub_t = client.node.create_publisher(CompressedImage, "/managed/thermal/image/compressed", qos)
-    pub_c = client.node.create_publisher(CompressedImage, "/managed/rgb/image/compressed", qos)
+    pub_t = client.node.create_publisher(CompressedImage, "/managed/thermal/image_raw/compressed", qos)
+    pub_c = client.node.create_publisher(CompressedImage, "/managed/rgb/image_raw/compressed", qos)
     received = []
     sub = client.node.create_subscription(Image, "/managed/fused/image", received.append, qos)
     deadline = time.monotonic() + 10.0
@@ -613,7 +614,8 @@ def test_lifecycle_transitions_and_compressed_inputs(nodes, client):
 
 
 # the bundled model; FUSION_TEST_TRAINED_MODEL points this check at another trained model file
-TRAINED_MODEL = Path(os.environ.get("FUSION_TEST_TRAINED_MODEL") or ROOT / "fusion_ros" / "models" / "default.pt")
+# the synthetic-scene model: this test runs the node on generated scenes (the default is the real-road model)
+TRAINED_MODEL = Path(os.environ.get("FUSION_TEST_TRAINED_MODEL") or ROOT / "fusion_ros" / "models" / "synthetic.pt")
 
 
 @pytest.mark.skipif(not TRAINED_MODEL.exists(),
@@ -633,7 +635,7 @@ def test_trained_model_finds_generator_objects_at_night(tmp, domain, client):
                        _node_env(domain, tmp / "ros_log"))
     try:
         client.subscribe_outputs("/trained")
-        assert client.wait_matched(["/trained/thermal/image", "/trained/rgb/image"], timeout=60.0), proc.log()
+        assert client.wait_matched(["/trained/thermal/image_raw", "/trained/rgb/image_raw"], timeout=60.0), proc.log()
         names = load_classes().detection.names
         generator = SceneGenerator(2024, height=512, width=640)
         samples, start = {}, time.monotonic()
@@ -641,8 +643,8 @@ def test_trained_model_finds_generator_objects_at_night(tmp, domain, client):
             sample = generator.generate(i, condition="night")
             stamp = BASE_NS + 10**12 + i * 10**9
             samples[stamp] = sample
-            client.publisher("/trained/thermal/image").publish(make_image(sample.thermal, "mono16", stamp))
-            client.publisher("/trained/rgb/image").publish(
+            client.publisher("/trained/thermal/image_raw").publish(make_image(sample.thermal, "mono16", stamp))
+            client.publisher("/trained/rgb/image_raw").publish(
                 make_image(np.ascontiguousarray(sample.rgb[:, :, ::-1]), "bgr8", stamp, "rgb_optical"))
             time.sleep(1.0)
         deadline = time.monotonic() + 20.0

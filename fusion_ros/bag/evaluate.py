@@ -17,8 +17,9 @@ Outputs in --out (default ./bag_eval):
   metrics.json   inputs seen / paired / dropped per topic, sync skew, latency p50/p95/p99 per stage, fusion
                  metrics (mean over a sample of frames), mAP@0.5 and @0.5:0.95 overall and per class when
                  ground truth exists (matched by the RGB stamp), mIoU when ground-truth masks exist
-  annotated/     an mcap rosbag2 with /fusion/fused/image (bgr8), /fusion/detections (Detection2DArray),
-                 /fusion/segmentation/mask (mono8) and /fusion/detections/image (bgr8 overlay), stamped
+  annotated/     an mcap rosbag2 with /fused/image (bgr8), /detections (Detection2DArray),
+                 /segmentation/mask (mono8) and /detections/image (bgr8 overlay) -- the topics the node
+                 publishes in the root namespace (fusion_ros/topics.py) --, stamped
                  with the RGB stamps and logged at the RGB log times (open it in Foxglove)
   report.md      the numbers plus samples.png (IR | RGB | fused | detections | segmentation),
                  pr_curve.png and latency.png
@@ -45,6 +46,7 @@ import numpy as np
 import yaml
 
 from .. import node_core as core
+from .. import topics
 from ..image_conversions import ImageConversionError, image_to_array
 from .reader import (
     COMPRESSED_IMAGE,
@@ -57,20 +59,22 @@ from .reader import (
     detections_from_message,
     detections_message,
     image_message,
+    recover_truncated_mcap,
     segmentation_lut,
     stamp_of,
+    truncated_mcap,
 )
 
 THERMAL, RGB = core.THERMAL_INDEX, core.RGB_INDEX
-DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
-DEFAULT_RGB_TOPIC = "/rgb/image_raw"
+DEFAULT_THERMAL_TOPIC = topics.absolute(topics.THERMAL_TOPIC)  # the node's inputs, recorded in the root namespace
+DEFAULT_RGB_TOPIC = topics.absolute(topics.RGB_TOPIC)
 DEFAULT_GT_DETECTIONS = "/ground_truth/detections"
 DEFAULT_GT_SEGMENTATION = "/ground_truth/segmentation"
 OUTPUT_TOPICS = {
-    "fused": "/fusion/fused/image",
-    "detections": "/fusion/detections",
-    "mask": "/fusion/segmentation/mask",
-    "overlay": "/fusion/detections/image",
+    "fused": topics.absolute(topics.FUSED_TOPIC),
+    "detections": topics.absolute(topics.DETECTIONS_TOPIC),
+    "mask": topics.absolute(topics.SEGMENTATION_TOPIC),
+    "overlay": topics.absolute(topics.DETECTION_IMAGE_TOPIC),
 }
 OUTPUT_BAG = "annotated"
 IGNORE = 255  # segmentation ground truth: pixels of classes the model does not have
@@ -334,11 +338,32 @@ class BagEvaluator:
             raise BagError("give either --gt-detections or --gt-file, not both")
         if opts.max_pairs is not None and opts.max_pairs < 1:
             raise BagError(f"--max-pairs must be >= 1, got {opts.max_pairs}")
-        reader = BagReader(opts.bag)
+        self.recovery = None
+        try:
+            reader = BagReader(opts.bag)
+        except BagError as exc:
+            cut = truncated_mcap(Path(opts.bag))
+            if cut is None:
+                raise
+            if not opts.allow_truncated:
+                raise BagError(f"{exc} (pass --allow-truncated to evaluate it up to its last complete chunk)"
+                               if "--allow-truncated" not in str(exc) else str(exc)) from None
+            # a recording cut off before its footer: rewrite its complete records (every complete chunk)
+            # beside the results, closed properly, and evaluate that copy; removed when done
+            self._prepare_out()
+            self.recovery = recover_truncated_mcap(cut, Path(opts.out) / f".recovered_{cut.name}")
+            self.warn(self.recovery.describe())
+            try:
+                reader = BagReader(self.recovery.recovered)
+            except BagError:
+                self.recovery.recovered.unlink(missing_ok=True)
+                raise
         try:
             return self._run(reader, cfg)
         finally:
             reader.close()
+            if self.recovery is not None:
+                self.recovery.recovered.unlink(missing_ok=True)
 
     def _run(self, reader: BagReader, cfg: core.NodeConfig) -> dict:
         opts = self.opts
@@ -570,7 +595,7 @@ class BagEvaluator:
                     counted = counts[index]
                     counted.messages += 1
                     t_dec = time.perf_counter()
-                    frame = self._frame(item, index, counted)
+                    frame = self._frame(item, index, counted, cfg["max_image_pixels"])
                     if frame is None:
                         continue
                     frame.decode_ms = read_ms + (time.perf_counter() - t_dec) * 1e3
@@ -663,7 +688,7 @@ class BagEvaluator:
                 "dropped_total": sum(dropped.values()) + sum(rejected_decode.values()),
             }
         metrics = {
-            "bag": {"path": str(reader.path), "storage": reader.storage, "duration_s": reader.duration_s,
+            "bag": {"path": str(self.recovery.source if self.recovery else reader.path), "storage": reader.storage, "duration_s": reader.duration_s,
                     "message_count": reader.message_count,
                     "topics": {t.name: {"type": t.msgtype, "count": t.count} for t in reader.topics.values()}},
             "model": {"path": str(model_path), "backend": engine.backend, "input_size": list(engine.input_size),
@@ -687,6 +712,10 @@ class BagEvaluator:
                              "segmentation": gt_seg_topic},
             "ignored_topics": ignored,
             "read_error": read_error,
+            "recovered": None if self.recovery is None else {
+                "source": str(self.recovery.source), "source_bytes": self.recovery.source_bytes,
+                "kept_bytes": self.recovery.kept_bytes, "chunks": self.recovery.chunks,
+                "note": self.recovery.describe()},
             "count_mismatch": short,
             "warnings": self.warnings,
         }
@@ -743,7 +772,7 @@ class BagEvaluator:
         return metrics
 
     # ------------------------------------------------------------------------------------ pieces
-    def _frame(self, item, index: int, counted: InputCounts) -> BagFrame | None:
+    def _frame(self, item, index: int, counted: InputCounts, max_pixels: int) -> BagFrame | None:
         """A bag message -> the node's Frame (decode_image / compressed pass-through), or None (counted)."""
         msg = item.msg
         role = core.ROLES[index]
@@ -757,7 +786,7 @@ class BagEvaluator:
             return BagFrame(None, "", msg.header.frame_id, stamp, 0.0, compressed=(msg.format, msg.data),
                             log_ns=item.log_ns)
         try:
-            array, encoding = core.decode_image(msg, role)
+            array, encoding = core.decode_image(msg, role, max_pixels)
         except ImageConversionError as exc:
             reason = core.classify_error(str(exc))
             counted.reject(reason)
@@ -815,9 +844,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=4, help="sample frames in samples.png (default 4)")
     p.add_argument("--fusion-samples", type=int, default=20, help="frames the fusion metrics average (default 20)")
     p.add_argument("--no-output-bag", action="store_true", help="skip the annotated bag")
-    p.add_argument("--no-overlay", action="store_true", help="annotated bag without /fusion/detections/image")
+    p.add_argument("--no-overlay", action="store_true", help="annotated bag without /detections/image")
     p.add_argument("--allow-truncated", action="store_true", help="a bag whose storage fails part-way: evaluate "
-                   "what was read before the failure (reported) instead of stopping with an error")
+                   "what was read before the failure (reported) instead of stopping with an error; an mcap cut "
+                   "off mid-recording (no footer) is recovered up to its last complete chunk (reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -173,11 +173,102 @@ class BagMessage:
 
 
 def _describe_storage_error(path: Path, exc: BaseException) -> str:
+    import shutil
+
     text = f"{type(exc).__name__}: {exc}"
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in (".mcap", ".db3"))
     names = ", ".join(p.name for p in files) or "its storage file"
-    return (f"cannot read bag {path}: {names} is truncated or corrupt ({text}); a recording that was cut off "
-            "may be repairable with `mcap recover` (mcap) or sqlite3's .recover (db3)")
+    hints = []
+    if any(p.suffix == ".mcap" for p in files) or path.suffix == ".mcap":
+        hints.append("an mcap recording that was cut off can be evaluated up to its last complete chunk with "
+                     "`fusion-eval-bag --allow-truncated`")
+    if any(p.suffix == ".db3" for p in files) and shutil.which("sqlite3"):
+        hints.append("a damaged db3 may be repairable with `sqlite3 FILE .recover`")
+    return f"cannot read bag {path}: {names} is truncated or corrupt ({text})" + (f"; {'; '.join(hints)}" if hints
+                                                                                  else "")
+
+
+# ------------------------------------------------------------------------- truncated mcap recovery
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+_MCAP_CHUNK, _MCAP_DATA_END, _MCAP_FOOTER = 0x06, 0x0F, 0x02
+
+
+@dataclass
+class McapRecovery:
+    """A cut-off mcap file rewritten as ``recovered``: every complete record of ``source`` up to the cut
+    (so every complete chunk), then a DataEnd record and a footer without summary (readers then scan the
+    data section, as rosbags does)."""
+
+    source: Path
+    recovered: Path
+    source_bytes: int
+    kept_bytes: int
+    chunks: int
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self.source_bytes - self.kept_bytes
+
+    def describe(self) -> str:
+        return (f"{self.source.name} was cut off mid-recording (no mcap footer): recovered up to its last complete "
+                f"chunk ({self.chunks} chunks, {self.kept_bytes} of {self.source_bytes} bytes; the "
+                f"{self.dropped_bytes} bytes after it are lost)")
+
+
+def truncated_mcap(path: Path) -> Path | None:
+    """The .mcap file of ``path`` (a file, or a folder holding exactly one) when it lacks its end magic (a
+    recording cut off before its footer was written), else None."""
+    path = Path(path)
+    files = [path] if path.is_file() else (sorted(path.glob("*.mcap")) if path.is_dir() else [])
+    if len(files) != 1 or files[0].suffix != ".mcap":
+        return None
+    file = files[0]
+    size = file.stat().st_size
+    with open(file, "rb") as fh:
+        if fh.read(8) != MCAP_MAGIC or size < 16:
+            return None
+        fh.seek(size - 8)
+        return None if fh.read(8) == MCAP_MAGIC else file
+
+
+def recover_truncated_mcap(source: Path, recovered: Path) -> McapRecovery:
+    """Write ``recovered``: ``source``'s complete records up to where it was cut off, closed by a DataEnd
+    record and a summary-less footer. Walks the top-level records by their lengths only (nothing is
+    decompressed); a record that runs past the end of the file (the chunk being written when the recorder
+    died) is dropped with everything after it. BagError when nothing complete is left."""
+    source, recovered = Path(source), Path(recovered)
+    size = source.stat().st_size
+    chunks = 0
+    with open(source, "rb") as fh:
+        if fh.read(8) != MCAP_MAGIC:
+            raise BagError(f"{source} is not an mcap file (bad magic)")
+        pos = good_end = 8
+        while True:
+            fh.seek(pos)
+            head = fh.read(9)
+            if len(head) < 9:
+                break
+            opcode, length = head[0], int.from_bytes(head[1:9], "little")
+            end = pos + 9 + length
+            if end > size or opcode in (_MCAP_DATA_END, _MCAP_FOOTER) or opcode == 0:
+                break
+            chunks += opcode == _MCAP_CHUNK
+            good_end = pos = end
+        if good_end <= 8 + 9:
+            raise BagError(f"{source}: nothing complete to recover (the file is cut off in its first record)")
+        recovered.parent.mkdir(parents=True, exist_ok=True)
+        with open(recovered, "wb") as out:
+            fh.seek(0)
+            remaining = good_end
+            while remaining:
+                block = fh.read(min(remaining, 8 << 20))
+                if not block:
+                    break
+                out.write(block)
+                remaining -= len(block)
+            out.write(bytes([_MCAP_DATA_END]) + (4).to_bytes(8, "little") + bytes(4))  # data_section_crc 0: none
+            out.write(bytes([_MCAP_FOOTER]) + (20).to_bytes(8, "little") + bytes(20) + MCAP_MAGIC)  # no summary
+    return McapRecovery(source, recovered, size, good_end, chunks)
 
 
 _STORAGE_ERRORS = (sqlite3.DatabaseError, struct.error, EOFError, ValueError, IndexError, KeyError, AssertionError,
@@ -478,7 +569,7 @@ def synced_pairs(reader: BagReader, cfg, thermal_topic: str, rgb_topic: str, mod
                                compressed=(msg.format, msg.data))
         else:
             try:
-                array, encoding = core.decode_image(msg, role)
+                array, encoding = core.decode_image(msg, role, cfg["max_image_pixels"])
             except ImageConversionError as exc:
                 stats.reject(core.classify_error(str(exc)), f"{item.topic}: {exc}")
                 continue

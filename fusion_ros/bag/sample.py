@@ -35,11 +35,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import topics
 from ..synthetic import SceneGenerator, SyntheticSample
 from .reader import DETECTION2D_ARRAY, IMAGE, BagError, BagWriter, detections_message, image_message
 
-THERMAL_TOPIC = "/thermal/image_raw"
-RGB_TOPIC = "/rgb/image_raw"
+THERMAL_TOPIC = topics.absolute(topics.THERMAL_TOPIC)  # /thermal/image_raw: the node's input in the root namespace
+RGB_TOPIC = topics.absolute(topics.RGB_TOPIC)
 GT_DETECTIONS_TOPIC = "/ground_truth/detections"
 GT_SEGMENTATION_TOPIC = "/ground_truth/segmentation"
 THERMAL_FRAME = "thermal_camera_optical_frame"

@@ -288,10 +288,9 @@ def _flag(text: str) -> bool:
 
 
 def main(argv=None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    import signal
 
-    from .spinning import BackgroundSpin
+    from rclpy.signals import SignalHandlerOptions
 
     parser = argparse.ArgumentParser(prog="fusion-play-bag", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="rosbag2 folder (or one .mcap / .db3 file)")
@@ -315,7 +314,39 @@ def main(argv=None) -> int:
     parser.add_argument("--record", metavar="DIR", help="with --measure: record the outputs to this new mcap bag")
     args, ros_args = parser.parse_known_args(argv)
 
-    rclpy.init(args=ros_args or None)
+    # SIGINT / SIGTERM: stop playing and exit 0. The first signal stops the player (the main thread's loop
+    # ends, the context is shut down last); later ones (Ctrl-C in a terminal reaches the player and launch
+    # forwards its own SIGINT) are ignored, also during the interpreter's exit, so launch never sees -2.
+    stop_requested = threading.Event()
+    players: list = []
+
+    def _on_signal(signum, frame) -> None:
+        stop_requested.set()
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, signal.SIG_IGN)
+        for player_ in players:
+            player_.stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # (main() called in-process by a test: any thread)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _on_signal)
+    try:
+        return _play(args, ros_args, players, stop_requested,
+                     SignalHandlerOptions.NO if previous else SignalHandlerOptions.ALL)
+    finally:
+        if not stop_requested.is_set():  # in-process use: give the caller its handlers back
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _play(args, ros_args, players: list, stop_requested, signal_handler_options) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from .spinning import BackgroundSpin
+
+    rclpy.init(args=ros_args or None, signal_handler_options=signal_handler_options)
     node = rclpy.create_node(NODE_NAME)
     try:
         player = BagPlayer(node, args.bag, rate=args.rate, topics=args.topics, loop=args.loop,
@@ -327,6 +358,9 @@ def main(argv=None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
         return 2
+    players.append(player)
+    if stop_requested.is_set():
+        player.stop()
     for topic, reason in player.stats.skipped_topics.items():
         node.get_logger().warning(f"skipping {topic}: {reason}")
     executor = SingleThreadedExecutor()

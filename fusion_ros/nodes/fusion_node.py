@@ -16,10 +16,15 @@ messages (counted, throttled log line) and feeds the ApproximateTime synchronise
 into a one-item slot that the worker thread drains, so a pair the engine is too busy for is replaced by
 the newest one (counted as a drop) instead of queueing latency. The worker normalises the thermal frame,
 runs the engine (which registers IR onto RGB) and publishes the outputs stamped with the pair's RGB stamp
-and frame_id. /diagnostics reports rates, drops, skew, latencies and problems every diagnostics.period.
+and frame_id. /diagnostics reports rates, drops, skew, latencies and problems every diagnostics.period,
+and goes WARN naming the main drop reason when inputs arrive but nothing is published.
+
+SIGINT / SIGTERM (repeated or not) stop the spin loop; the worker and publishers are stopped before rclpy
+shuts down, and the process exits 0 (see _ShutdownRequest).
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -36,9 +41,11 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from .. import node_core as core
+from .. import topics
 from ..image_conversions import ImageConversionError
 from ..sync import ApproximateTimeSynchronizer
 from . import ros_convert
@@ -86,6 +93,10 @@ class FusionNode(LifecycleNode):
         self._silent = [False, False]
         self._pair_rate = core.RateMeter()
         self._engine_monitor = core.EngineMonitor()
+        self._drops = core.DropTracker()  # why nothing is published (diagnostics.no_output_timeout)
+        self._last_output: float | None = None
+        self._stalled = False
+        self._jump_backs = 0  # synchroniser resets by a stamp jumping back
 
         self._declare_errors: list[str] = []
         self._declare_all()
@@ -147,6 +158,12 @@ class FusionNode(LifecycleNode):
             self.get_logger().warning(
                 f"ignoring unknown parameter(s) {', '.join(unknown)} (typo? see config/fusion.yaml for the list)"
             )
+
+    def warn_dropped_cli_parameters(self, argv: list[str]) -> None:
+        """Say so when rcl dropped a ``-p`` layered over a params file (it does that silently)."""
+        overrides = {name: p.value for name, p in getattr(self, "_parameter_overrides", {}).items()}
+        for problem in core.dropped_cli_parameters(argv, overrides):
+            self.get_logger().warning(problem)
 
     def _param_or_default(self, name: str):
         value, reason = core.check_value(name, self.get_parameter(name).value)
@@ -270,17 +287,17 @@ class FusionNode(LifecycleNode):
         in_qos = ros_convert.qos_profile(cfg["input_qos.reliability"], cfg["input_qos.depth"])
         pubs = {}
         if cfg["publish_fused"]:
-            pubs["fused"] = self.create_publisher(Image, "fused/image", out_qos)
+            pubs["fused"] = self.create_publisher(Image, topics.FUSED_TOPIC, out_qos)
         if cfg["publish_detections"]:
             from vision_msgs.msg import Detection2DArray
 
-            pubs["detections"] = self.create_publisher(Detection2DArray, "detections", out_qos)
+            pubs["detections"] = self.create_publisher(Detection2DArray, topics.DETECTIONS_TOPIC, out_qos)
         if cfg["publish_segmentation"]:
-            pubs["mask"] = self.create_publisher(Image, "segmentation/mask", out_qos)
+            pubs["mask"] = self.create_publisher(Image, topics.SEGMENTATION_TOPIC, out_qos)
         if cfg["publish_segmentation_color"]:
-            pubs["seg_color"] = self.create_publisher(Image, "segmentation/color", out_qos)
+            pubs["seg_color"] = self.create_publisher(Image, topics.SEGMENTATION_COLOR_TOPIC, out_qos)
         if cfg["publish_detection_image"]:
-            pubs["det_image"] = self.create_publisher(Image, "detections/image", out_qos)
+            pubs["det_image"] = self.create_publisher(Image, topics.DETECTION_IMAGE_TOPIC, out_qos)
         with self._pub_lock:
             self._pubs = pubs
         self._slot = core.LatestSlot()
@@ -290,12 +307,13 @@ class FusionNode(LifecycleNode):
             topic = cfg[f"{role}_topic"]
             if cfg[f"{role}_transport"] == "compressed":
                 sub = self.create_subscription(
-                    CompressedImage, f"{topic}/compressed",
+                    CompressedImage, f"{topic}/{topics.COMPRESSED_SUFFIX}",
                     lambda msg, i=index: self._on_compressed(i, msg), in_qos)
             else:
                 sub = self.create_subscription(Image, topic, lambda msg, i=index: self._on_image(i, msg), in_qos)
             self._subs.append(sub)
         self._active_since = time.monotonic()
+        self._drops.clear(self._sync_dropped())
         self._state = "active"
         names = [s.topic_name for s in self._subs]
         self.get_logger().info(f"active: subscribed to {', '.join(names)}; publishing {', '.join(sorted(pubs))}")
@@ -368,19 +386,28 @@ class FusionNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     # ==================================================================================== inputs
+    def _sync_dropped(self) -> int:
+        sync = self._sync
+        return sum(sync.stats.dropped) if sync is not None else 0
+
     def _reject(self, index: int, reason: str, message: str) -> None:
         monitor = self._inputs[index]
         monitor.on_bad(reason, message)
+        self._drops.note(f"{ROLES[index]} {reason}", message)
         allowed, suppressed = self._throttle.allow((index, reason))
         if allowed:
             more = f" ({suppressed} similar since the last report)" if suppressed else ""
             self.get_logger().warning(f"{ROLES[index]} input rejected [{reason}]: {message}{more}")
 
+    def _max_pixels(self) -> int:
+        cfg = self._cfg
+        return cfg["max_image_pixels"] if cfg is not None else core.PARAM_SPECS["max_image_pixels"].default
+
     def _on_image(self, index: int, msg: Image) -> None:
         now = time.monotonic()
         self._inputs[index].on_receive(now)
         try:
-            array, encoding = core.decode_image(msg, ROLES[index])
+            array, encoding = core.decode_image(msg, ROLES[index], self._max_pixels())
         except ImageConversionError as exc:
             self._reject(index, core.classify_error(str(exc)), str(exc))
             return
@@ -393,6 +420,11 @@ class FusionNode(LifecycleNode):
         if len(msg.data) == 0:
             self._reject(index, "empty", f"compressed image ('{msg.format}') has no data")
             return
+        try:  # the header's declared size, before the message is queued (decoded later, in the worker)
+            core.check_compressed_size(msg.format, msg.data, self._max_pixels())
+        except ImageConversionError as exc:
+            self._reject(index, core.classify_error(str(exc)), str(exc))
+            return
         frame = core.Frame(None, "", msg.header.frame_id, ros_convert.stamp_to_ns(msg.header.stamp), now,
                            compressed=(msg.format, msg.data))
         self._offer(index, frame)
@@ -404,10 +436,14 @@ class FusionNode(LifecycleNode):
         # the same function pairs frames in the offline bag evaluator (fusion_ros.bag.evaluate)
         outcome = core.offer_frame(sync, self._last_stamp, index, frame, cfg["sync.reset_on_jump_back"])
         if outcome.reset_back_s is not None:
-            self.get_logger().warning(
-                f"{ROLES[index]} stamp jumped back {outcome.reset_back_s:.2f} s (bag loop or simulator "
-                "reset?): resetting the synchronizer"
-            )
+            self._jump_backs += 1
+            allowed, suppressed = self._throttle.allow(("jump_back", index))  # honours log_throttle
+            if allowed:
+                more = f" ({suppressed} more since the last report)" if suppressed else ""
+                self.get_logger().warning(
+                    f"{ROLES[index]} stamp jumped back {outcome.reset_back_s:.2f} s (bag loop or simulator "
+                    f"reset?): resetting the synchronizer{more}"
+                )
         if outcome.rejected is not None:
             self._reject(index, *outcome.rejected)
             return
@@ -425,6 +461,8 @@ class FusionNode(LifecycleNode):
             try:
                 self._process(pair)
             except Exception as exc:  # keep the worker alive whatever happens
+                if not self.context.ok():  # the context went down first (an outside shutdown): not a failure
+                    return
                 self._engine_failure(f"unexpected {type(exc).__name__} in the worker: {exc}")
 
     def _process(self, pair: _Pair) -> None:
@@ -475,12 +513,15 @@ class FusionNode(LifecycleNode):
                 overlay = core.render_detections(fused_bgr, result.detections, self._det_names, self._det_colors)
                 pubs["det_image"].publish(ros_convert.image_msg(overlay, "bgr8", header))
         done = time.monotonic()
+        self._last_output = done
+        self._drops.clear(self._sync_dropped())
         publish_ms = (time.perf_counter() - finished) * 1e3
         self._engine_monitor.on_success(done, engine_ms, (done - pair.ready) * 1e3, (taken - pair.ready) * 1e3,
                                         prepare_ms, publish_ms)
 
     def _engine_failure(self, message: str) -> None:
         self._engine_monitor.on_failure(message)
+        self._drops.note("engine failure", message)
         allowed, suppressed = self._throttle.allow(("engine",))
         if allowed:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
@@ -521,7 +562,22 @@ class FusionNode(LifecycleNode):
                     self.get_logger().warning(status.message)
                 else:
                     self.get_logger().info(f"{ROLES[i]} input back: {status.message}")
-        statuses.append(core.sync_status(self._prefix, stats, self._pair_rate.rate(now), self._slot))
+        stall = None
+        if active and cfg is not None:
+            quiet = core.output_stall(now, self._last_output, self._active_since, self._inputs,
+                                      cfg["diagnostics.no_output_timeout"])
+            if quiet is not None:
+                reason = self._drops.dominant(self._sync_dropped(),
+                                              core.skew_description(list(self._last_stamp), cfg["sync.slop"]))
+                stall = f"no output for {quiet:.1f} s while both inputs arrive: {reason}"
+        if (stall is not None) != self._stalled:
+            self._stalled = stall is not None
+            if stall is not None:
+                self.get_logger().warning(stall)
+            else:
+                self.get_logger().info("publishing again")
+        statuses.append(core.sync_status(self._prefix, stats, self._pair_rate.rate(now), self._slot, stall,
+                                         self._jump_backs))
         engine = self._engine
         backend = engine.backend if engine is not None else ""
         statuses.append(core.engine_status(self._prefix, self._engine_monitor, backend, threshold, now, self._state,
@@ -529,26 +585,69 @@ class FusionNode(LifecycleNode):
         return statuses
 
 
+class _ShutdownRequest:
+    """SIGINT / SIGTERM handling owned by the node's process instead of rclpy's.
+
+    rclpy's own handler shuts the context down at once, from the signal, while the worker thread may be
+    publishing ("publisher's context is invalid" logged as an engine failure) and raises KeyboardInterrupt
+    wherever the main thread is (a traceback from worker.join). Here the first signal only asks the spin
+    loop to stop; the node then stops its worker and publishers and only after that is rclpy shut down.
+    Signals arriving during that shutdown (an impatient second Ctrl-C, launch's SIGTERM) are ignored, so
+    the process exits 0 with no traceback, no ERROR line."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal_name = ""
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.event.is_set():
+            self.signal_name = signal.Signals(signum).name
+            self.event.set()
+        # from now on the process is shutting down: further signals are ignored at the OS level, which
+        # also covers the interpreter's finalisation (Python puts its own handlers back to SIG_DFL there,
+        # so a late Ctrl-C would otherwise kill the process with -2). The shutdown itself is bounded (the
+        # worker is given at most 30 s), and SIGKILL still works.
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, signal.SIG_IGN)
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    stop = _ShutdownRequest()
+    stop.install()  # before anything slow: a Ctrl-C while the model loads must not raise either
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = FusionNode()
     except Exception as exc:  # e.g. a malformed --ros-args; say what, no traceback
         print(f"fusion_node: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
+    node.warn_dropped_cli_parameters(list(sys.argv if args is None else args))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    if not node.get_parameter("lifecycle").value:
-        node.autostart()
-    else:
-        node.get_logger().info("lifecycle mode: waiting for configure/activate (or run with -p lifecycle:=false)")
     try:
-        executor.spin()
+        if stop.requested:
+            pass
+        elif not node.get_parameter("lifecycle").value:
+            node.autostart()
+        else:
+            node.get_logger().info("lifecycle mode: waiting for configure/activate (or run with -p lifecycle:=false)")
+        # spin_once with a timeout: the Python signal handler only runs between calls, never inside rcl_wait
+        while not stop.requested and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.teardown()
+        if stop.requested:
+            node.get_logger().info(f"{stop.signal_name}: shutting down")
+        node.teardown()  # worker stopped and publishers destroyed while the context is still valid
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
