@@ -258,3 +258,31 @@ def test_verdict_lines():
     assert worse.startswith("new model worse on held-out mAP@0.5 by 0.100") and "keep the base model" in worse
     assert deploy is False
     assert retrain.verdict({"mAP50": None, "mIoU": None}, {"mAP50": None, "mIoU": None})[1] is None
+
+
+def test_retrain_a_yolox_road_model(bags, capsys):
+    """The bundled model's kind (YOLOX-nano detector, person / bicycle / car) retrains from bags unchanged:
+    the generated drives' other ground-truth classes (animal, traffic_sign, lamp) are an error naming the
+    option, and left out with data.unknown_classes: ignore."""
+    root, _ = bags
+    torch.manual_seed(0)
+    road = load_classes(config_path("classes_road.yaml"))
+    base = root / "yolox_road.pt"
+    save_model(base, FusedPerceptionNet(ModelConfig(num_det_classes=3, num_seg_classes=4, detector="yolox_nano",
+                                                    chroma="denoised")),
+               ModelMeta(list(road.detection.names), list(road.segmentation.names), input_size=(H, W),
+                         thermal_range=RANGE, info={"config": {"loss": {"target": "mean"}}}))
+    out = root / "run_yolox"
+    args = ["--bags", str(root / "gt"), "--heldout-bag", str(root / "heldout"), "--base-model", str(base),
+            "--out", str(out), "--cache-dir", str(root / "cache_yolox"), "--quiet"]
+    assert retrain.main([*args, "--config", str(retrain_config(root))]) != 0
+    assert "class 'lamp' is not in the class list (person, bicycle, car)" in capsys.readouterr().err
+    rc = retrain.main([*args, "--config", str(retrain_config(root, unknown_classes="ignore"))])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    from fusion_ros.checkpoint import load_model
+
+    new, meta = load_model(out / "model.pt")
+    assert new.cfg.detector == "yolox_nano" and list(meta.det_classes) == ["person", "bicycle", "car"]
+    assert meta.info["config"]["loss"]["target"] == "mean"
+    assert (out / "model.onnx").is_file() and "**Verdict: new model" in (out / "comparison.md").read_text()

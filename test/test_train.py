@@ -229,3 +229,32 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
     resumed = Trainer(copy.deepcopy({**cfg, "init_from": None}), tmp_path / "tune")
     resumed.load_checkpoint(tmp_path / "tune" / "checkpoint.pt")
     assert resumed.init_from["sha256"] == base_sha
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"].update(fusion_warmup_steps=0, checkpoint_every=1)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit(stop_after=2)
+    good = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"]
+    with torch.no_grad():  # what a too-large learning rate does: the detector's weights blow up
+        next(iter(trainer.y["semantic"])).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged at step 2: .*f_semantic.*not finite.*--resume"):
+        trainer.fit()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == good == 2
+
+
+def test_sgd_and_gradient_clipping_for_the_semantic_module(tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"].update(semantic_optimizer="sgd", grad_clip=0.5)
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert isinstance(trainer.opt_lower["semantic"], torch.optim.SGD)
+    before = [p.detach().clone() for p in trainer.y["semantic"]]
+    trainer.lower_step({t: [torch.full_like(p, 100.0) for p in trainer.y[t]] for t in ("visual", "semantic")})
+    moved = torch.cat([(p - b).flatten() for p, b in zip(trainer.y["semantic"], before)])
+    # unclipped, a gradient of 100 everywhere would move the weights by ~lr * 1.9 * 100 * sqrt(n) (Nesterov);
+    # clipped to norm 0.5 the step stays below lr * 1.9 * 0.5 plus the weight decay's small share
+    assert 0 < float(moved.norm()) < trainer.sched.lower_lr * 1.0
+    cfg["schedule"]["semantic_optimizer"] = "rmsprop"
+    with pytest.raises(ValueError, match="semantic_optimizer must be adam or sgd"):
+        Trainer(cfg, tmp_path / "run2")

@@ -1,10 +1,12 @@
 """Make a finished run the bundled default model: copy it, export ONNX, write the model card.
 
-    python -m training.ship runs/default [--dest fusion_ros/models]
+    python -m training.ship runs/default [--dest fusion_ros/models] [--table bench_out/real_pairs/table.md]
 
 The card records where the model came from (config, training command, date, steps) and what it
-scores (the run's last validation and a fresh evaluation on a night+fog hold-out), so a user can see
-what they deploy.
+scores, so a user can see what they deploy: for a run on labelled real pairs (`data: kind: pairs`),
+the exported ONNX model as the node runs it, scored by fusion-eval-pairs on the run's val blocks,
+overall, by day and by night, plus the comparison table given with --table; for a synthetic run, the
+run's last validation and a fresh evaluation on a night+fog hold-out.
 """
 from __future__ import annotations
 
@@ -61,22 +63,83 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished training run folder (holds model.pt)")
-    parser.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[1] / "fusion_ros" / "models")
-    parser.add_argument("--name", default="default")
-    parser.add_argument("--holdout", type=int, default=48)
-    parser.add_argument("--note", default="", help="extra provenance for the card (e.g. how a run was resumed)")
-    args = parser.parse_args(argv)
-    source = args.run / "model.pt"
-    model, meta = load_model(source)  # refuses unfinished or broken runs
-    cfg = meta.info["config"]
-    args.dest.mkdir(parents=True, exist_ok=True)
-    target = args.dest / f"{args.name}.pt"
-    shutil.copyfile(source, target)
-    export_main([str(target), "--out", str(args.dest / f"{args.name}.onnx")])
+REAL_CARD = """# Model card: {name}
 
+- **What**: FusedPerceptionNet: the project's fusion net (F, {fusion_params:.2f} M parameters) + YOLOX-nano
+  detection ({detector}), {params:.2f} M parameters in all; input {width}x{height} thermal + RGB, one graph.
+- **Classes**: detection {det}. The graph also has a segmentation output ({seg}), but no real
+  segmentation labels were available: it is **not trained on real images and not validated**; the node
+  publishes no segmentation by default.
+- **Data**: `{root}` ({variant} labels: boxes of objects seen in either camera), split into contiguous blocks
+  of names {split} so that no validation frame has a near-duplicate in training: {counts}.
+  {terms}
+- **Start**: {start}
+- **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`, fusion target `{target}`,
+  fused colour `{chroma}`, aggregation `{aggregation}`, {steps} steps, finished {finished}.
+  Command: `python -m training.train --config {config} --out {run}` then `python -m training.ship {run}`.
+  {note}
+- **Validation** (`{name}.onnx` in ONNX Runtime, as the node runs it, on the {val_pairs} val pairs; mAP@0.5 over
+  {det}; `fusion-eval-pairs {root} --split val --subset day='D$' --subset night='N$'`):
+  mAP@0.5 **{map50}** (day {day}, night {night}), mAP@0.5:0.95 {map}; AP@0.5 {per_class}.
+  At the node's default score_threshold {threshold}: {boxes_per_object} boxes per labelled object, precision {precision},
+  recall {recall}.
+{table}
+- **Not validated on**: other cameras, lenses and thermal sensors (one registered camera pair, MSRS/MFNet, 640x480);
+  rain, snow, fog; classes other than {det}; segmentation (see above); 16-bit radiometric thermal input (the
+  training thermal images are 8-bit).
+- **Files**: `{name}.pt` (torch weights + metadata), `{name}.onnx` + `{name}.onnx.json` (fixed {width}x{height},
+  parity-checked against torch at export).
+- **Shipped**: {today}.
+"""
+
+MSRS_TERMS = ("MSRS (Tang et al., PIAFusion, Information Fusion 2022) from MFNet (Ha et al., IROS 2017): published "
+              "for research use, cite both; the box labels (Lele-3/MSRS-detection-label) state no licence. This "
+              "model was trained on them: use it for research, or retrain it on data you may use.")
+
+
+def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
+    """Card and metrics of a model trained on labelled real pairs: the shipped ONNX file, scored on val."""
+    from fusion_ros.labelled_pairs import block_split, read_labelled_pairs
+    from fusion_ros.pairs_eval import PairsEvalOptions, evaluate_pairs
+
+    data = cfg["data"]
+    split = {**{"block": 16, "gap": 1, "val_fraction": 0.2, "heldout_fraction": 0.1}, **data.get("split", {})}
+    metrics = evaluate_pairs(PairsEvalOptions(
+        root=data["root"], out=str(args.run / "ship_eval"), model=str(args.dest / f"{args.name}.onnx"),
+        backend="onnxruntime", labels=data.get("labels", "auto"), variant=data.get("variant"),
+        class_map=data.get("class_map") or {}, split="val", subsets={"day": "D$", "night": "N$"}, overwrite=True,
+        **{k: split[k] for k in ("block", "gap", "val_fraction", "heldout_fraction")}))
+    det = metrics["detection"]
+    op = det["at_default_threshold"]
+    names = read_labelled_pairs(data["root"], meta.det_classes, labels=data.get("labels", "auto"),
+                                variant=data.get("variant")).names
+    counts = {k: len(v) for k, v in block_split(names, **{k: split[k] for k in ("block", "gap", "val_fraction",
+                                                                                  "heldout_fraction")}).items()}
+    init = meta.info.get("detector_init") or {}
+    start = (f"the detector from the COCO-pretrained `{init.get('source')}` (YOLOX-nano, Megvii, Apache-2.0), "
+             f"COCO classes {init.get('coco_ids')}; the fusion net from scratch." if init else "from scratch.")
+    trainer = Trainer(cfg, args.run / "ship_eval")
+    card = REAL_CARD.format(
+        name=args.name, detector=model.cfg.detector, params=count_parameters(model) / 1e6,
+        fusion_params=count_parameters(model.fusion) / 1e6, width=meta.input_size[1], height=meta.input_size[0],
+        det=", ".join(meta.det_classes), seg=", ".join(meta.seg_classes), root=data["root"],
+        variant=data.get("variant", "default"), split=split, counts=counts, terms=MSRS_TERMS if "msrs" in data["root"] else "",
+        start=start, fusion_mode=meta.info.get("fusion_mode", "bilevel"), target=trainer.weights.target,
+        chroma=model.cfg.chroma, aggregation=trainer.sched.aggregation, steps=meta.info["steps"],
+        finished=meta.info["date"], config=meta.info.get("config_path"), run=args.run, note=args.note,
+        val_pairs=metrics["pairs"]["evaluated"], map50=_fmt(det["mAP50"]), map=_fmt(det["mAP50_95"]),
+        day=_fmt(metrics["subsets"]["day"]["detection"]["mAP50"]),
+        night=_fmt(metrics["subsets"]["night"]["detection"]["mAP50"]),
+        per_class=", ".join(f"{c} {_fmt(v['AP50'])}" for c, v in det["per_class"].items()),
+        threshold=metrics["config"]["default_score_threshold"], boxes_per_object=_fmt(op["boxes_per_object"]),
+        precision=_fmt(op["precision"]), recall=_fmt(op["recall"]),
+        table=f"\nComparison on the same val pairs (benchmarks/real_pairs_compare.py):\n\n{args.table.read_text()}"
+        if args.table else "", today=date.today().isoformat())
+    return card, {"validation_real_pairs": metrics}
+
+
+def synthetic_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
+    """Card and metrics of a model trained on generated scenes: its validation and a night+fog hold-out."""
     trainer = Trainer(cfg, args.run / "ship_eval")
     trainer.model.load_state_dict(model.state_dict())
     ho = trainer.evaluate(night_fog_holdout(cfg["data"], args.holdout, meta.thermal_range))
@@ -94,8 +157,29 @@ def main(argv=None) -> int:
         val_miou=_fmt(val.get("miou")), holdout_size=args.holdout, holdout_conditions=HOLDOUT_CONDITIONS,
         ho_map50=_fmt(ho["map50"]), ho_map=_fmt(ho["map50_95"]), ho_miou=_fmt(ho["miou"]), today=date.today().isoformat(), note=args.note,
     )
+    return card, {"validation": val, "holdout": ho}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished training run folder (holds model.pt)")
+    parser.add_argument("--dest", type=Path, default=Path(__file__).resolve().parents[1] / "fusion_ros" / "models")
+    parser.add_argument("--name", default="default")
+    parser.add_argument("--holdout", type=int, default=48)
+    parser.add_argument("--note", default="", help="extra provenance for the card (e.g. how a run was resumed)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="a Markdown comparison table to include in the card (real-pair runs)")
+    args = parser.parse_args(argv)
+    source = args.run / "model.pt"
+    model, meta = load_model(source)  # refuses unfinished or broken runs
+    cfg = meta.info["config"]
+    args.dest.mkdir(parents=True, exist_ok=True)
+    target = args.dest / f"{args.name}.pt"
+    shutil.copyfile(source, target)
+    export_main([str(target), "--out", str(args.dest / f"{args.name}.onnx")])
+    card, metrics = (real_card if cfg["data"].get("kind") == "pairs" else synthetic_card)(args, model, meta, cfg)
     (args.dest / f"{args.name}.md").write_text(card)
-    (args.dest / f"{args.name}.metrics.json").write_text(json.dumps({"validation": val, "holdout": ho}, indent=2, default=str))
+    (args.dest / f"{args.name}.metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     print(card)
     print(yaml.safe_dump({"shipped": str(target)}))
     return 0

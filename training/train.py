@@ -61,6 +61,11 @@ class Schedule:
     hypergradient_scale: float = 1.0
     fusion_warmup_lr: float | None = None  # the fusion net's rate in the warm start (None: upper_lr)
     aggregation: str = "grad_norm"
+    # the semantic module's optimiser: "adam", or "sgd" (momentum 0.9, Nesterov, weight decay 5e-4, as
+    # YOLOX trains). A detector whose BatchNorms are folded into conv weights of very different scales
+    # (the COCO YOLOX-nano) is wrecked by Adam's ~lr step on every weight: see config/train_msrs.yaml
+    semantic_optimizer: str = "adam"
+    grad_clip: float | None = None  # clip the semantic module's gradient norm (None: no clipping)
     log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
     checkpoint_every: int = 100
@@ -117,6 +122,11 @@ class Trainer:
         }
         self.opt_upper = torch.optim.Adam(self.alpha, lr=self.sched.upper_lr)
         self.opt_lower = {t: torch.optim.Adam(self.y[t], lr=self.sched.lower_lr) for t in TASKS}
+        if self.sched.semantic_optimizer == "sgd":
+            self.opt_lower["semantic"] = torch.optim.SGD(self.y["semantic"], lr=self.sched.lower_lr, momentum=0.9,
+                                                         nesterov=True, weight_decay=5e-4)
+        elif self.sched.semantic_optimizer != "adam":
+            raise ValueError(f"schedule.semantic_optimizer must be adam or sgd, got {self.sched.semantic_optimizer!r}")
         self.task_weights = TaskWeights(self.sched.aggregation, len(TASKS), generator=torch.Generator().manual_seed(self.seed))
         self.train_set, self.heldout_set, self.val_set = (
             build_dataset(cfg["data"], split, self.thermal_range, classes=classes) for split in ("train", "heldout", "val")
@@ -229,6 +239,8 @@ class Trainer:
         for task in TASKS:
             for p, g in zip(self.y[task], grads[task]):
                 p.grad = g
+            if task == "semantic" and self.sched.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.y[task], self.sched.grad_clip)
             self.opt_lower[task].step()
             self.opt_lower[task].zero_grad(set_to_none=True)
 
@@ -302,6 +314,10 @@ class Trainer:
             bilevel_step = self.step - self.warmup_steps
             self.set_learning_rates(bilevel_step)
             row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
+            bad = [k for k in ("fuse", "f_semantic", "f_visual") if k in row and not math.isfinite(row[k])]
+            if bad:  # a diverged run must stop here, not write NaN weights into checkpoints for hours
+                raise FloatingPointError(f"training diverged at step {self.step}: {', '.join(bad)} not finite; lower "
+                                         "schedule.lower_lr / upper_lr or set schedule.grad_clip, then --resume")
             row = {"step": self.step, "seconds": time.perf_counter() - t0, **row}
             self.history.append(row)
             self.step += 1
