@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -57,6 +56,7 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
+from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats
 
 SPLITS = ("all", "train", "heldout", "val")
 OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
@@ -103,15 +103,6 @@ class PairsEvalOptions:
 
 
 # ------------------------------------------------------------------------------------------- metrics
-def _stats(values) -> dict:
-    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
-    if not values.size:
-        return {"count": 0}
-    return {"count": int(values.size), "mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
-            "p95": float(np.percentile(values, 95)), "p99": float(np.percentile(values, 99)),
-            "max": float(values.max())}
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     tl = np.maximum(a[:, None, :2], b[None, :, :2])
     br = np.minimum(a[:, None, 2:], b[None, :, 2:])
@@ -177,20 +168,6 @@ def detection_metrics(predictions, ground_truth, class_names, default_threshold:
         out["skipped"] = "no images"
     out["at_default_threshold"] = operating_point(predictions, ground_truth, class_names, default_threshold)
     return out, report
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --------------------------------------------------------------------------------------------- run
@@ -452,14 +429,6 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
 
 
 # ------------------------------------------------------------------------------------------ report
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def write_report(metrics: dict, path: str | Path) -> Path:
     """report.md from the metrics dict, linking the PNGs beside it."""
     path = Path(path)

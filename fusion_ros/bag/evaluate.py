@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import OrderedDict
@@ -64,6 +63,7 @@ from .reader import (
     stamp_of,
     truncated_mcap,
 )
+from ..summary import json_safe as _json_safe, latency_stats as _stats
 
 THERMAL, RGB = core.THERMAL_INDEX, core.RGB_INDEX
 DEFAULT_THERMAL_TOPIC = topics.absolute(topics.THERMAL_TOPIC)  # the node's inputs, recorded in the root namespace
@@ -154,27 +154,6 @@ def parse_param(text: str) -> tuple[str, object]:
     except yaml.YAMLError:
         parsed = value
     return name.strip(), parsed
-
-
-def _stats(values) -> dict:
-    values = np.asarray(list(values), np.float64)
-    if not values.size:
-        return {"count": 0}
-    return {"count": int(values.size), "mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
-            "p95": float(np.percentile(values, 95)), "p99": float(np.percentile(values, 99)),
-            "max": float(values.max())}
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 class StampMatcher:

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..summary import fmt_num as _num
+
 COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
            ("segmentation", "segmentation"))
 TILE_WIDTH = 320
@@ -78,14 +80,6 @@ def save_latency_histogram(timings: dict, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def write_report(metrics: dict, path: str | Path) -> Path:

@@ -1,0 +1,41 @@
+"""Numbers into metrics.json and report.md, one way for the bag and the pairs evaluators."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def latency_stats(values) -> dict:
+    """count, mean, p50, p95, p99 and max of the finite values (None and NaN are left out)."""
+    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+    if not values.size:
+        return {"count": 0}
+    return {"count": int(values.size), "mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
+            "p95": float(np.percentile(values, 95)), "p99": float(np.percentile(values, 99)),
+            "max": float(values.max())}
+
+
+def json_safe(value):
+    """Plain JSON types all the way down: numpy numbers as Python ones, NaN/inf as None, paths as text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def fmt_num(value, digits: int = 3) -> str:
+    """A number for a Markdown table: n/a for None, floats to `digits` places."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
