@@ -1,4 +1,5 @@
-"""Parameters, GFLOPs and CPU forward time of the fused-perception network (default and paper sizes).
+"""Parameters, GFLOPs and CPU forward time of the fused-perception network: the bundled real-road model's
+configuration (YOLOX-nano detector), the synthetic model's (FCOS) and the paper-size fusion net.
 
     python benchmarks/model_size.py [--height 512 --width 640 --threads 2 --repeats 10]
 """
@@ -49,7 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [
-        measure("default (fast)", ModelConfig(), args.height, args.width, args.repeats),
+        measure("default: fast fusion + YOLOX-nano (3 classes)",
+                ModelConfig(num_det_classes=3, num_seg_classes=4, detector="yolox_nano", chroma="denoised"),
+                args.height, args.width, args.repeats),
+        measure("synthetic: fast fusion + FCOS (6 classes)", ModelConfig(), args.height, args.width, args.repeats),
         measure("paper-size fusion", ModelConfig(fusion=PAPER_FUSION), args.height, args.width, max(2, args.repeats // 5)),
     ]
     cols = list(rows[0])

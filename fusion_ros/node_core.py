@@ -163,7 +163,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               lambda v: None if v == 0 or 32 <= v <= 8192 else f"must be 0 or in [32, 8192], got {v}"),
     ParamSpec("classes_file", "", "class list YAML (names + colours for overlays); empty: the package's "
               "config/classes.yaml. Detection class ids come from the model itself"),
-    ParamSpec("score_threshold", 0.3, "minimum detection score (runtime-updatable)", "[0, 1]",
+    ParamSpec("score_threshold", 0.4, "minimum detection score (runtime-updatable)", "[0, 1]",
               _in_range(0.0, 1.0), dynamic=True),
     ParamSpec("nms_iou", 0.6, "IoU above which same-class boxes are suppressed (runtime-updatable)",
               "[0, 1]", _in_range(0.0, 1.0), dynamic=True),
@@ -316,7 +316,7 @@ def cli_parameter_overrides(argv: list[str]) -> dict:
 
 def dropped_cli_parameters(argv: list[str], overrides: dict) -> list[str]:
     """Warnings for ``-p`` values that rcl dropped: layered over a params file that sets the same parameter
-    with another type (``-p score_threshold:=abc`` over ``score_threshold: 0.3``), rcl silently keeps the
+    with another type (``-p score_threshold:=abc`` over ``score_threshold: 0.4``), rcl silently keeps the
     file's value. ``overrides``: name -> the value the node actually received."""
     problems = []
     for name, wanted in cli_parameter_overrides(argv).items():

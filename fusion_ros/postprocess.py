@@ -75,7 +75,7 @@ def decode_detections(
     box_ltrb: np.ndarray,
     centerness: np.ndarray,
     image_size: tuple[int, int],
-    score_threshold: float = 0.3,
+    score_threshold: float = 0.4,
     nms_iou: float = 0.6,
     max_detections: int = 100,
     pre_nms_top_k: int = 1000,

@@ -26,7 +26,7 @@ CONFIG = ROOT / "config" / "fusion.yaml"
 # ------------------------------------------------------------------------------------------ parameters
 def test_defaults_are_valid():
     cfg = core.validate_params({})
-    assert cfg["score_threshold"] == 0.3 and cfg["backend"] == "auto"
+    assert cfg["score_threshold"] == 0.4 and cfg["backend"] == "auto"
     assert cfg.registration.is_identity and cfg.input_size is None and cfg.device is None
 
 

@@ -91,7 +91,7 @@ def test_metrics_sane(torch_run, folder):
     assert set(det["per_class"]) == set(m["model"]["det_classes"])
     assert sum(c["num_gt"] for c in det["per_class"].values()) == f.counts["boxes"]
     op = det["at_default_threshold"]
-    assert op["score_threshold"] == m["config"]["default_score_threshold"] == 0.3
+    assert op["score_threshold"] == m["config"]["default_score_threshold"] == 0.4
     assert m["config"]["score_threshold_map"] == 0.05
     assert op["labelled"] == f.counts["boxes"] and op["boxes"] >= op["true_positives"] >= 0
     assert op["boxes_per_object"] == pytest.approx(op["boxes"] / op["labelled"])

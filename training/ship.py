@@ -76,7 +76,7 @@ REAL_CARD = """# Model card: {name}
 - **Start**: {start}
 - **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`, fusion target `{target}`,
   fused colour `{chroma}`, aggregation `{aggregation}`, {steps} steps, finished {finished}.
-  Command: `python -m training.train --config {config} --out {run}` then `python -m training.ship {run}`.
+  Command: `python -m training.train --config {config} --out {run} --seed {seed}` then `python -m training.ship {run}`.
   {note}
 - **Validation** (`{name}.onnx` in ONNX Runtime, as the node runs it, on the {val_pairs} val pairs; mAP@0.5 over
   {det}; `fusion-eval-pairs {root} --split val --subset day='D$' --subset night='N$'`):
@@ -127,6 +127,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         start=start, fusion_mode=meta.info.get("fusion_mode", "bilevel"), target=trainer.weights.target,
         chroma=model.cfg.chroma, aggregation=trainer.sched.aggregation, steps=meta.info["steps"],
         finished=meta.info["date"], config=meta.info.get("config_path"), run=args.run, note=args.note,
+        seed=cfg.get("seed", 0),
         val_pairs=metrics["pairs"]["evaluated"], map50=_fmt(det["mAP50"]), map=_fmt(det["mAP50_95"]),
         day=_fmt(metrics["subsets"]["day"]["detection"]["mAP50"]),
         night=_fmt(metrics["subsets"]["night"]["detection"]["mAP50"]),

@@ -1,7 +1,7 @@
 """Fused-perception engines: one interface, three backends (TensorRT, ONNX Runtime, PyTorch).
 
     from fusion_ros.engine import create_engine
-    engine = create_engine("model.onnx", backend="auto", intra_op_threads=2, score_threshold=0.3)
+    engine = create_engine("model.onnx", backend="auto", intra_op_threads=2, score_threshold=0.4)
     result = engine.infer(thermal_u16, rgb_u8)      # -> Perception(fused, detections, segmentation, timings)
     engine.set_thresholds(score_threshold=0.5)      # at run time
 

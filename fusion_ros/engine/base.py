@@ -67,7 +67,7 @@ class ModelInfo:
 # -------------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class PostprocessConfig:
-    score_threshold: float = 0.3
+    score_threshold: float = 0.4
     nms_iou: float = 0.6
     max_detections: int = 100
     pre_nms_top_k: int = 1000
@@ -118,7 +118,7 @@ class Engine(ABC):
         info: ModelInfo,
         *,
         input_size: tuple[int, int] | None = None,
-        score_threshold: float = 0.3,
+        score_threshold: float = 0.4,
         nms_iou: float = 0.6,
         max_detections: int = 100,
         pre_nms_top_k: int = 1000,
