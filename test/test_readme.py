@@ -32,7 +32,7 @@ def test_console_scripts_named_in_readme_exist():
     setup = (ROOT / "setup.py").read_text()
     text = (ROOT / "README.md").read_text()
     code = " ".join(re.findall(r"```.*?```", text, re.S) + re.findall(r"`[^`\n]+`", text))
-    for script in set(re.findall(r"(?<![\w.])(fusion[-_][a-z-]+)\b", code)):  # not config keys (data.fusion_x)
+    for script in set(re.findall(r"(?<![\w.-])(fusion[-_][a-z-]+)\b", code)):  # not config keys (data.fusion_x) or flags (--fusion-mode)
         if script in ("fusion_ros", "fusion_node") or script.endswith("-"):
             continue
         assert f'"{script} = ' in setup, f"README mentions {script}, setup.py does not install it"
