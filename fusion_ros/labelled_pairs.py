@@ -132,7 +132,7 @@ def _some(names, limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _subdir(root: Path, names: Sequence[str]) -> Path | None:
+def find_subdir(root: Path, names: Sequence[str]) -> Path | None:
     """The subfolder of root named like one of `names` (exact first, then case-insensitive)."""
     if not root.is_dir():
         return None
@@ -147,12 +147,13 @@ def _subdir(root: Path, names: Sequence[str]) -> Path | None:
     return None
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def image_files(folder: Path, error: type[Exception] = LabelledPairsError) -> dict[str, Path]:
+    """stem -> image file of a folder (non-recursive); two images with one stem raise `error`."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
             if p.stem in out:
-                raise LabelledPairsError(f"{folder}: two images named {p.stem!r} ({out[p.stem].name}, {p.name})")
+                raise error(f"{folder}: two images named {p.stem!r} ({out[p.stem].name}, {p.name})")
             out[p.stem] = p
     return out
 
@@ -453,19 +454,19 @@ def _find_labels(root: Path, fmt: str, variant: str | None, label_file) -> tuple
         if not _is_coco(path):
             raise LabelledPairsError(f"{path} is not a COCO json (needs 'images' and 'categories' lists)")
         return "coco", path, None
-    base = _subdir(root, LABEL_DIRS)
+    base = find_subdir(root, LABEL_DIRS)
     used_variant = None
     label_dir = base
     if variant:
-        label_dir = _subdir(base, (variant,)) if base is not None else None
+        label_dir = find_subdir(base, (variant,)) if base is not None else None
         if label_dir is None:
             have = sorted(p.name for p in base.iterdir() if p.is_dir()) if base is not None else []
             raise LabelledPairsError(
                 f"{root}: no labels/{variant}/ folder" + (f" (labels/ has: {', '.join(have)})" if have else
                                                           " (no labels/ folder)"))
         used_variant = label_dir.name
-    elif base is not None and _subdir(base, (DEFAULT_VARIANT,)) is not None:
-        label_dir = _subdir(base, (DEFAULT_VARIANT,))
+    elif base is not None and find_subdir(base, (DEFAULT_VARIANT,)) is not None:
+        label_dir = find_subdir(base, (DEFAULT_VARIANT,))
         used_variant = label_dir.name
     looked = []
     found: dict[str, Path] = {}
@@ -474,7 +475,7 @@ def _find_labels(root: Path, fmt: str, variant: str | None, label_file) -> tuple
         if _label_files(label_dir, ".txt"):
             found["yolo"] = label_dir
     if fmt in ("auto", "voc"):
-        voc_dirs = [label_dir] + ([] if variant else [_subdir(root, VOC_DIRS)])
+        voc_dirs = [label_dir] + ([] if variant else [find_subdir(root, VOC_DIRS)])
         looked.append(f"{_rel(label_dir, root) if label_dir else 'labels'}/*.xml"
                       + ("" if variant else " or Annotations/*.xml") + " (VOC)")
         for d in voc_dirs:
@@ -565,14 +566,14 @@ def read_labelled_pairs(
             if not p.is_dir():
                 raise LabelledPairsError(f"{role} folder {p} not found")
             return p
-        d = _subdir(root, names)
+        d = find_subdir(root, names)
         if d is None:
             raise LabelledPairsError(f"{root} has no {role} image folder (looked for {', '.join(n + '/' for n in names)}"
                                      "); expected ir/, vi/ and labels")
         return d
 
     ir_root, vi_root = image_dir(ir_dir, IR_DIRS, "infrared"), image_dir(vi_dir, VI_DIRS, "visible")
-    ir, vi = _images(ir_root), _images(vi_root)
+    ir, vi = image_files(ir_root), image_files(vi_root)
     counts = {"pairs": 0, "boxes": 0, "boxes_per_class": {}, "invalid_boxes": 0, "clipped_boxes": 0,
               "unknown_class_boxes": {}, "mapped_away_boxes": {}, "crowd_boxes": 0, "missing_labels": 0,
               "unpaired_skipped": 0, "orphan_labels": 0, "rescaled_images": 0}

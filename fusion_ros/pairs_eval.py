@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
-from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats
+from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
 
 SPLITS = ("all", "train", "heldout", "val")
 OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
@@ -192,17 +191,6 @@ def _draw_labels(image_bgr: np.ndarray, boxes, labels, names) -> np.ndarray:
     return out
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    existing = [out / n for n in OUTPUT_FILES if (out / n).exists()]
-    if existing and not overwrite:
-        raise PairsEvalError(f"{out} already holds results ({', '.join(p.name for p in existing)}): pass --overwrite "
-                             "or choose another --out")
-    for p in existing:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     """Run the evaluation described by ``opts``; writes --out and returns the metrics dict."""
     from . import node_core as core
@@ -282,7 +270,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         if not members:
             warnings.append(f"subset {key} ({opts.subsets[key]}) matches none of the {len(selected)} evaluated pairs")
     pairs = folder.select(selected)
-    out = _prepare_out(Path(opts.out), opts.overwrite)
+    out = prepare_output_dir(Path(opts.out), OUTPUT_FILES, opts.overwrite, PairsEvalError)
 
     try:
         class_config = load_classes(None)

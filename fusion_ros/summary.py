@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,19 @@ def json_safe(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def prepare_output_dir(out: Path, names, overwrite: bool, error: type[Exception]) -> Path:
+    """Create `out` for an evaluation's files `names`: a previous run's files are an `error` naming them
+    unless `overwrite`, which removes just those (a user's other files in the folder stay)."""
+    existing = [out / n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise error(f"{out} already holds results ({', '.join(p.name for p in existing)}): pass --overwrite "
+                    "or choose another --out")
+    for p in existing:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def fmt_num(value, digits: int = 3) -> str:

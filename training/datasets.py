@@ -120,10 +120,10 @@ from torch.utils.data import Dataset
 
 from fusion_ros.classes import ClassConfig, load_classes
 from fusion_ros.dataset_layout import read_voc_xml
+from fusion_ros.labelled_pairs import IMAGE_SUFFIXES, find_subdir, image_files
 from fusion_ros.paths import config_path
 from training.data import NO_LABEL, to_sample
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 KINDS = ("layout", "m3fd", "llvip", "msrs", "fmb", "mfnet", "folder", "pairs", "bag")
 SPLITS = ("train", "heldout", "val", "test")
 RESIZE_MODES = ("stretch", "cover", "none")
@@ -188,30 +188,16 @@ class ReadOptions:
 def _child(root: Path, kind: str, role: str, overrides: dict, required: bool = True) -> Path | None:
     """The subfolder of root playing `role`, by configured name or alias (case-insensitive)."""
     names = (overrides[role],) if role in overrides else _ALIASES[kind][role]
-    if root.is_dir():
-        entries = {p.name: p for p in root.iterdir() if p.is_dir()}
-        for n in names:
-            if n in entries:
-                return entries[n]
-        lower = {k.lower(): v for k, v in entries.items()}
-        for n in names:
-            if n.lower() in lower:
-                return lower[n.lower()]
-    if not required:
-        return None
+    found = find_subdir(root, names)
+    if found is not None or not required:
+        return found
     raise DatasetLayoutError(f"{_TITLE[kind]} root {root} has no '{names[0]}' folder; expected {_EXPECTED[kind]}")
 
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    """stem -> image file of a folder (non-recursive); two images with one stem is an error."""
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in out:
-                raise DatasetLayoutError(f"{folder}: two images named {p.stem!r} ({out[p.stem].name}, {p.name})")
-            out[p.stem] = p
-    return out
+    """stem -> image file of a folder (non-recursive); two images with one stem is a layout error."""
+    return image_files(folder, DatasetLayoutError)
 
 
 def _some(names, limit: int = 8) -> str:

@@ -63,7 +63,7 @@ from .reader import (
     stamp_of,
     truncated_mcap,
 )
-from ..summary import json_safe as _json_safe, latency_stats as _stats
+from ..summary import json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
 
 THERMAL, RGB = core.THERMAL_INDEX, core.RGB_INDEX
 DEFAULT_THERMAL_TOPIC = topics.absolute(topics.THERMAL_TOPIC)  # the node's inputs, recorded in the root namespace
@@ -296,19 +296,8 @@ class BagEvaluator:
 
     # ------------------------------------------------------------------------------------ set-up
     def _prepare_out(self) -> Path:
-        out = Path(self.opts.out)
-        ours = [out / n for n in ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png",
-                                  OUTPUT_BAG)]
-        existing = [p for p in ours if p.exists()]
-        if existing and not self.opts.overwrite:
-            raise BagError(f"{out} already holds results ({', '.join(p.name for p in existing)}): pass --overwrite "
-                           "or choose another --out")
-        import shutil
-
-        for p in existing:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        return out
+        names = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png", OUTPUT_BAG)
+        return prepare_output_dir(Path(self.opts.out), names, self.opts.overwrite, BagError)
 
     def run(self) -> dict:
         opts = self.opts
