@@ -60,19 +60,20 @@ def test_dynamic_export_graph_and_parity(dynamic_export, model_path):
         np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), atol=1e-3, rtol=1e-4)
 
 
-def test_fused_image_options_export_with_parity(tmp_path):
-    """Denoised colour and the thermal skip are part of the exported graph, not Python-side extras."""
+@pytest.mark.parametrize("fusion", [FusionConfig(thermal_skip=True),
+                                    FusionConfig(output="blend", stride=2, body_stride=8)])
+def test_fused_image_options_export_with_parity(tmp_path, fusion):
+    """Denoised colour, the thermal skip and the blend head are part of the exported graph, not
+    Python-side extras."""
     torch.manual_seed(0)
     path = tmp_path / "options.pt"
     meta = ModelMeta(DET, SEG, input_size=(H, W), thermal_range=(27000.0, 33000.0), info={"version": "test-1"})
-    cfg = ModelConfig(num_det_classes=len(DET), chroma="denoised",
-                      fusion=FusionConfig(thermal_skip=True))
-    model = FusedPerceptionNet(cfg)
-    torch.nn.init.normal_(model.fusion.head[-1].weight, std=0.1)  # a trained correction, not the zero start
+    model = FusedPerceptionNet(ModelConfig(num_det_classes=len(DET), chroma="denoised", fusion=fusion))
+    torch.nn.init.normal_(model.fusion.head[-1].weight, std=0.1)  # a trained head, not the zero start
     save_model(path, model, meta)
     result = export_onnx(path, tmp_path / "options.onnx")
     loaded = load_model(path)[0].cfg
-    assert loaded.chroma == "denoised" and loaded.fusion.thermal_skip
+    assert loaded.chroma == "denoised" and loaded.fusion == fusion
     assert result.parity["fused"] < 1e-4 and all(diff < 1e-3 for diff in result.parity.values())
 
 

@@ -123,6 +123,37 @@ def test_thermal_skip_starts_at_the_thermal_image_and_learns_a_correction():
         ModelConfig.from_dict({"fusion": {"thermal_skip": "false"}})
 
 
+def test_blend_fusion_starts_at_the_average_and_learns_where_each_camera_wins():
+    """The fast head mixes the full-resolution inputs with weights drawn at low resolution: it starts as
+    the plain pixel average, and training moves the weights (here toward the thermal image)."""
+    torch.manual_seed(0)
+    ir, vis = torch.rand(2, 1, 37, 53), torch.rand(2, 1, 37, 53)  # odd sizes: pooled with ceil, upsampled back
+    net = FusionNet(FusionConfig(output="blend", stride=2, body_stride=8))
+    assert torch.allclose(net(ir, vis), (ir + vis) / 2, atol=1e-6)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    with torch.no_grad():
+        start = float((net(ir, vis) - ir).abs().mean())
+    for _ in range(30):
+        optimiser.zero_grad()
+        (net(ir, vis) - ir).abs().mean().backward()
+        optimiser.step()
+    with torch.no_grad():
+        fused = net(ir, vis)
+    assert fused.shape == ir.shape and float((fused - ir).abs().mean()) < 0.5 * start
+    assert float(fused.min()) >= 0.0 and float(fused.max()) <= 1.0
+
+
+@pytest.mark.parametrize("fusion,message", [
+    ({"output": "picture"}, "fusion.output"),
+    ({"stride": 2}, "fusion.stride"),  # an image head draws at full resolution
+    ({"output": "blend", "stride": 4, "body_stride": 2}, "body_stride"),
+    ({"output": "blend", "stride": 2, "body_stride": 8, "thermal_skip": True}, "thermal_skip"),
+])
+def test_fusion_options_are_checked(fusion, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.from_dict({"fusion": fusion})
+
+
 def test_decode_boxes():
     points = torch.tensor([[10.0, 20.0]])
     ltrb = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
