@@ -673,28 +673,24 @@ def make_synchronizer(cfg: NodeConfig):
 # ------------------------------------------------------------------------------- latest-pair worker slot
 class LatestSlot:
     """A one-item hand-off from the executor thread to the worker: ``put`` replaces an item the worker has
-    not taken yet (that item is counted in ``dropped`` and returned), ``take`` waits for the next one."""
+    not taken yet (counted in ``dropped``), ``take`` waits for the next one."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._item = None
         self._has_item = False
         self._closed = False
-        self.put_count = 0
         self.dropped = 0
 
-    def put(self, item):
-        """Offer ``item``; returns the unprocessed item it replaced (a drop), or None."""
+    def put(self, item) -> None:
+        """Offer ``item``, replacing (dropping) one the worker has not taken yet."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("slot is closed")
-            replaced = self._item if self._has_item else None
             if self._has_item:
                 self.dropped += 1
             self._item, self._has_item = item, True
-            self.put_count += 1
             self._cond.notify()
-            return replaced
 
     def take(self, timeout: float | None = None):
         """The waiting item (removing it), or None after ``timeout`` seconds or once closed."""
@@ -706,12 +702,6 @@ class LatestSlot:
             item, self._item, self._has_item = self._item, None, False
             return item
 
-    def clear(self) -> bool:
-        """Discard a waiting item (not counted as a drop); True if there was one."""
-        with self._cond:
-            had, self._item, self._has_item = self._has_item, None, False
-            return had
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -721,10 +711,6 @@ class LatestSlot:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def pending(self) -> bool:
-        return self._has_item
 
 
 # ------------------------------------------------------------------------------------------ statistics
