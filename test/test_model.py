@@ -8,7 +8,6 @@ from fusion_ros.model import (
     FusionNet,
     ModelConfig,
     count_parameters,
-    decode_boxes,
     fcos_points,
     fused_chroma,
     rgb_to_ycbcr,
@@ -121,12 +120,6 @@ def test_thermal_skip_starts_at_the_thermal_image_and_learns_a_correction():
     assert ModelConfig.from_dict({"fusion": {"width": 32}}).fusion.thermal_skip is False
     with pytest.raises(ValueError, match="thermal_skip"):
         ModelConfig.from_dict({"fusion": {"thermal_skip": "false"}})
-
-
-def test_decode_boxes():
-    points = torch.tensor([[10.0, 20.0]])
-    ltrb = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
-    assert decode_boxes(points, ltrb).tolist() == [[[9.0, 18.0, 13.0, 24.0]]]
 
 
 def test_config_round_trip_and_validation():
