@@ -17,20 +17,24 @@ import cv2
 import numpy as np
 
 from .image_conversions import (
+    COLOR_ENCODINGS,
     DEFAULT_MAX_PIXELS,
+    THERMAL_ENCODINGS,
     ImageConversionError,
+    check_color_array,
     check_pixel_limit,
     compressed_image_size,
     compressed_to_array,
+    fixed_thermal_range,
     image_to_array,
     thermal_to_float,
+    to_rgb8,
 )
+from .postprocess import POSTPROCESS_LIMITS, PostprocessConfig, postprocess_problem
 from .registration import Registration
 from .topics import RGB_TOPIC, THERMAL_TOPIC
 
 # ----------------------------------------------------------------------------------------- constants
-THERMAL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
-COLOR_ENCODINGS = ("bgr8", "rgb8", "8UC3", "bgra8", "rgba8", "mono8", "8UC1")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 RELIABILITIES = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
@@ -128,6 +132,13 @@ class ParamSpec:
         raise TypeError(f"unsupported default for {self.name}: {value!r}")
 
 
+def _postprocess_spec(name: str, description: str) -> ParamSpec:
+    """A post-processing parameter: default and limits are PostprocessConfig's (defined once, there)."""
+    low, high = POSTPROCESS_LIMITS[name]
+    return ParamSpec(name, getattr(PostprocessConfig(), name), description, f"[{low}, {high}]",
+                     lambda value: postprocess_problem(name, value), dynamic=True)
+
+
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("lifecycle", True,
               "true: a managed lifecycle node that waits for configure/activate transitions; false: "
@@ -154,7 +165,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "auto|cpu|cuda", _one_of(("auto", "cpu", "cuda"))),
     ParamSpec("num_threads", 0, "CPU threads for the engine (torch intra-op / onnxruntime intra-op); "
               "0: the library default", ">= 0", _in_range(0, 256)),
-    ParamSpec("onnxruntime.allow_spinning", False, "let ONNX Runtime's threads busy-wait between frames: a "
+    ParamSpec("onnxruntime.allow_spinning", False, "backend onnxruntime only: let its threads busy-wait between frames: a "
               "little lower engine latency on an otherwise idle machine, but it takes CPU from everything else "
               "(the node's own publishing included)"),
     ParamSpec("input_height", 0, "network input height in pixels; 0: the model's own size", "0 or >= 32",
@@ -163,12 +174,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               lambda v: None if v == 0 or 32 <= v <= 8192 else f"must be 0 or in [32, 8192], got {v}"),
     ParamSpec("classes_file", "", "class list YAML (names + colours for overlays); empty: the package's "
               "config/classes.yaml. Detection class ids come from the model itself"),
-    ParamSpec("score_threshold", 0.4, "minimum detection score (runtime-updatable)", "[0, 1]",
-              _in_range(0.0, 1.0), dynamic=True),
-    ParamSpec("nms_iou", 0.6, "IoU above which same-class boxes are suppressed (runtime-updatable)",
-              "[0, 1]", _in_range(0.0, 1.0), dynamic=True),
-    ParamSpec("max_detections", 100, "detections kept per frame after NMS (runtime-updatable)",
-              "[1, 10000]", _in_range(1, 10000), dynamic=True),
+    _postprocess_spec("score_threshold", "minimum detection score (runtime-updatable)"),
+    _postprocess_spec("nms_iou", "IoU above which same-class boxes are suppressed (runtime-updatable)"),
+    _postprocess_spec("max_detections", "detections kept per frame after NMS (runtime-updatable)"),
     # QoS
     ParamSpec("input_qos.reliability", "best_effort", "input subscriptions' reliability (best_effort "
               "matches both kinds of camera publishers)", "best_effort|reliable", _one_of(RELIABILITIES)),
@@ -358,15 +366,16 @@ class NodeConfig:
         device = self.values["device"]
         return None if device == "auto" else device
 
-    def thermal_range(self, encoding: str, model_range: tuple[float, float] | None) -> tuple[float, float] | None:
-        """Fixed-mode (low, high) for a thermal encoding: the configured range, else the model's range for
-        16-bit frames, else None (image_conversions' default for the encoding)."""
+    @property
+    def thermal_range(self) -> tuple[float, float] | None:
+        """The configured fixed thermal range (thermal.low, thermal.high), or None (both 0: the defaults of
+        image_conversions.fixed_thermal_range)."""
         low, high = self.values["thermal.low"], self.values["thermal.high"]
-        if not (low == 0.0 and high == 0.0):
-            return (low, high)
-        if encoding in ("mono16", "16UC1") and model_range is not None:
-            return tuple(model_range)
-        return None
+        return None if low == 0.0 and high == 0.0 else (low, high)
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        return PostprocessConfig(**{name: self.values[name] for name in DYNAMIC_PARAMS})
 
 
 def registration_config(values: dict) -> dict | None:
@@ -501,25 +510,6 @@ def classify_error(message: str) -> str:
     return "invalid"
 
 
-_TO_RGB = {"mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB, "bgr8": cv2.COLOR_BGR2RGB,
-           "8UC3": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "rgba8": cv2.COLOR_RGBA2RGB}
-
-
-def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
-    """A colour/mono frame -> contiguous H×W×3 uint8 RGB (the engine's visible input)."""
-    if encoding == "rgb8":
-        return np.ascontiguousarray(array)
-    if encoding in _TO_RGB:
-        return cv2.cvtColor(array, _TO_RGB[encoding])  # ~40x faster than numpy channel slicing at 640x512
-    raise ImageConversionError(f"colour encoding must be one of {', '.join(COLOR_ENCODINGS)}, got '{encoding}'")
-
-
-def thermal_to_unit(array: np.ndarray, encoding: str, mode: str, value_range) -> np.ndarray:
-    """Thermal frame -> float32 H×W in 0..1 (ImageConversionError for NaN/inf, bad dtype ...)."""
-    low, high = value_range if value_range is not None else (None, None)
-    return thermal_to_float(array, encoding, mode=mode, low=low, high=high)
-
-
 def check_thermal_size(thermal_hw: tuple[int, int], calibrated_wh: tuple[int, int] | None,
                        mode: str) -> str | None:
     """Reason a thermal frame does not match the size its registration was calibrated for, or None."""
@@ -612,51 +602,54 @@ class PairRejected(Exception):
         self.index, self.reason, self.message = index, reason, message
 
 
-def prepare_pair(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
-                 rgb_frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-    """A synchronised pair -> (thermal float32 H×W in 0..1, rgb uint8 H×W×3 RGB), the engine's inputs, or
-    PairRejected: undecodable data, a pair the configured registration cannot map, bad thermal values."""
+def prepare_inputs(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
+                   color_frame: Frame) -> tuple[np.ndarray, np.ndarray, str]:
+    """A synchronised pair -> (thermal float32 H×W in 0..1, colour frame as received, its encoding): the
+    engine's inputs (the engine reorders colour at the network size), or PairRejected: undecodable data, a
+    pair the configured registration cannot map, bad thermal values, an unusable colour frame."""
     decoded = []
-    for index, frame in ((THERMAL_INDEX, thermal_frame), (RGB_INDEX, rgb_frame)):
+    for index, frame in ((THERMAL_INDEX, thermal_frame), (RGB_INDEX, color_frame)):
         try:
             decoded.append(decode_frame(frame, ROLES[index], cfg["max_image_pixels"]))
         except ImageConversionError as exc:
             raise PairRejected(index, classify_error(str(exc)), str(exc)) from None
-    (thermal, t_enc), (rgb, c_enc) = decoded
+    (thermal, t_enc), (color, c_enc) = decoded
     reason = check_thermal_size(thermal.shape[:2], cfg.thermal_size, cfg["registration.mode"])
     if reason:
         raise PairRejected(THERMAL_INDEX, "thermal_size", reason)
-    reason = check_pair_geometry(thermal.shape[:2], rgb.shape[:2], cfg.registration.is_identity,
+    reason = check_pair_geometry(thermal.shape[:2], color.shape[:2], cfg.registration.is_identity,
                                  cfg["registration.max_aspect_mismatch"])
     if reason:
         raise PairRejected(THERMAL_INDEX, "size_mismatch", reason)
     try:
-        value_range = None
-        if cfg["thermal.mode"] == "fixed":
-            value_range = cfg.thermal_range(t_enc, model_thermal_range)
-        thermal_unit = thermal_to_unit(thermal, t_enc, cfg["thermal.mode"], value_range)
+        low, high = fixed_thermal_range(t_enc, cfg.thermal_range, model_thermal_range)
+        thermal_unit = thermal_to_float(thermal, t_enc, cfg["thermal.mode"], low, high)
     except (ImageConversionError, ValueError) as exc:
         raise PairRejected(THERMAL_INDEX, classify_error(str(exc)), str(exc)) from None
     try:
-        rgb8 = to_rgb8(rgb, c_enc)
+        check_color_array(color, c_enc)
     except ImageConversionError as exc:
         raise PairRejected(RGB_INDEX, "encoding", str(exc)) from None
-    return thermal_unit, rgb8
+    return thermal_unit, color, c_enc
+
+
+def prepare_pair(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
+                 rgb_frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+    """``prepare_inputs`` with the colour frame as uint8 RGB, for the offline tools that keep or draw it."""
+    thermal_unit, color, encoding = prepare_inputs(cfg, model_thermal_range, thermal_frame, rgb_frame)
+    return thermal_unit, to_rgb8(color, encoding)
 
 
 def engine_options(cfg: NodeConfig) -> dict:
-    """create_engine keyword options from the node's parameters (thresholds, registration, size, threads)."""
-    options = {
-        "score_threshold": cfg["score_threshold"],
-        "nms_iou": cfg["nms_iou"],
-        "max_detections": cfg["max_detections"],
-        "registration": cfg.registration,
-    }
+    """create_engine keyword options from the node's parameters: post-processing, registration, size, and
+    the CPU options only when set (the engine refuses an option its backend does not use)."""
+    options = {"postprocess": cfg.postprocess, "registration": cfg.registration}
     if cfg.input_size:
         options["input_size"] = cfg.input_size
     if cfg["num_threads"] > 0:
-        options["num_threads"] = options["intra_op_threads"] = cfg["num_threads"]
-    options["allow_spinning"] = cfg["onnxruntime.allow_spinning"]
+        options["num_threads"] = cfg["num_threads"]
+    if cfg["onnxruntime.allow_spinning"]:
+        options["allow_spinning"] = True
     return options
 
 

@@ -7,12 +7,55 @@ validation all call these functions, so their results agree.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
 from .head_points import head_points
+
+
+# (low, high) of every post-processing setting, inclusive; the node's parameters are checked against these
+POSTPROCESS_LIMITS = {"score_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "max_detections": (1, 10000),
+                      "pre_nms_top_k": (1, 100000)}
+
+
+def postprocess_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be the post-processing setting ``name``, or None."""
+    low, high = POSTPROCESS_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number, got {type(value).__name__} {value!r}"
+    if isinstance(low, int) and value != int(value):
+        return f"must be a whole number, got {value}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if value < low:
+        return f"must be >= {low}, got {value}"
+    if value > high:
+        return f"must be <= {high}, got {value}"
+    return None
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Detection post-processing settings, checked when made. The node, every engine and the evaluators
+    pass this one object around; these are the only defaults (config/fusion.yaml repeats them)."""
+
+    score_threshold: float = 0.4  # minimum detection score
+    nms_iou: float = 0.6  # IoU above which a same-class box is suppressed
+    max_detections: int = 100  # kept per image after NMS
+    pre_nms_top_k: int = 1000  # best-scoring candidates that enter NMS
+
+    def __post_init__(self):
+        problems = [f"{f.name} {reason}" for f in fields(self)
+                    if (reason := postprocess_problem(f.name, getattr(self, f.name)))]
+        if problems:
+            raise ValueError("post-processing settings: " + "; ".join(problems))
+        for f in fields(self):  # normalised types: ROS parameters may hand over 100.0 for an int
+            cast = int if f.type == "int" else float
+            object.__setattr__(self, f.name, cast(getattr(self, f.name)))
 
 
 @dataclass
@@ -53,10 +96,7 @@ def decode_detections(
     box_ltrb: np.ndarray,
     centerness: np.ndarray,
     image_size: tuple[int, int],
-    score_threshold: float = 0.4,
-    nms_iou: float = 0.6,
-    max_detections: int = 100,
-    pre_nms_top_k: int = 1000,
+    config: PostprocessConfig = PostprocessConfig(),
 ) -> Detections:
     """Raw head outputs of ONE image ((N, K), (N, 4), (N, 1)) -> final detections.
 
@@ -69,12 +109,13 @@ def decode_detections(
             f"head outputs have {cls_logits.shape[0]} locations, a {height}x{width} input has {points.shape[0]}"
         )
     scores = np.sqrt(_sigmoid(cls_logits) * _sigmoid(centerness))  # (N, K)
-    point_idx, labels = np.nonzero(scores > score_threshold)
+    point_idx, labels = np.nonzero(scores > config.score_threshold)
     if point_idx.size == 0:
         return Detections.empty()
     cand_scores = scores[point_idx, labels]
-    if cand_scores.size > pre_nms_top_k:
-        top = np.argpartition(-cand_scores, pre_nms_top_k - 1)[:pre_nms_top_k]
+    top_k = config.pre_nms_top_k
+    if cand_scores.size > top_k:
+        top = np.argpartition(-cand_scores, top_k - 1)[:top_k]
         point_idx, labels, cand_scores = point_idx[top], labels[top], cand_scores[top]
     ltrb = box_ltrb[point_idx]
     centres = points[point_idx]
@@ -83,7 +124,7 @@ def decode_detections(
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, cand_scores, labels = boxes[valid], cand_scores[valid], labels[valid]
-    keep = batched_nms(boxes, cand_scores, labels, nms_iou)[:max_detections]
+    keep = batched_nms(boxes, cand_scores, labels, config.nms_iou)[: config.max_detections]
     return Detections(
         boxes[keep].astype(np.float32), cand_scores[keep].astype(np.float32), labels[keep].astype(np.int64)
     )

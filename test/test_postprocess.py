@@ -4,7 +4,7 @@ import torch
 
 from fusion_ros.head_points import head_points
 from fusion_ros.model import fcos_points
-from fusion_ros.postprocess import batched_nms, decode_detections, segmentation_mask
+from fusion_ros.postprocess import PostprocessConfig, batched_nms, decode_detections, segmentation_mask
 
 
 def _reference_nms(boxes, scores, labels, iou_threshold):
@@ -89,7 +89,7 @@ def _raw_for(height, width, num_classes, objects):
 def test_decode_detections_recovers_boxes():
     objects = [(16, 16, 48, 40, 2, 5.0), (70, 60, 100, 90, 0, 3.0)]
     cls, ltrb, ctr = _raw_for(128, 128, 4, objects)
-    dets = decode_detections(cls, ltrb, ctr, (128, 128), score_threshold=0.5)
+    dets = decode_detections(cls, ltrb, ctr, (128, 128), PostprocessConfig(score_threshold=0.5))
     assert len(dets) == 2
     np.testing.assert_allclose(dets.boxes, [[16, 16, 48, 40], [70, 60, 100, 90]], atol=1e-4)
     assert dets.labels.tolist() == [2, 0]
@@ -99,18 +99,31 @@ def test_decode_detections_recovers_boxes():
 
 def test_decode_detections_clips_thresholds_and_caps():
     cls, ltrb, ctr = _raw_for(64, 64, 2, [(-10, -5, 30, 30, 1, 4.0), (40, 40, 60, 60, 0, -2.0)])
-    dets = decode_detections(cls, ltrb, ctr, (64, 64), score_threshold=0.5)
+    dets = decode_detections(cls, ltrb, ctr, (64, 64), PostprocessConfig(score_threshold=0.5))
     assert len(dets) == 1  # the low-logit object is under the threshold
     np.testing.assert_allclose(dets.boxes[0], [0, 0, 30, 30], atol=1e-4)  # clipped to the image
-    many = decode_detections(np.full_like(cls, 5.0), ltrb, ctr, (64, 64), score_threshold=0.1, max_detections=7)
+    many = decode_detections(np.full_like(cls, 5.0), ltrb, ctr, (64, 64),
+                             PostprocessConfig(score_threshold=0.1, max_detections=7))
     assert len(many) == 7
-    assert decode_detections(cls, ltrb, ctr, (64, 64), score_threshold=0.995).boxes.shape == (0, 4)
+    assert decode_detections(cls, ltrb, ctr, (64, 64), PostprocessConfig(score_threshold=0.995)).boxes.shape == (0, 4)
 
 
 def test_decode_detections_rejects_wrong_size():
     cls, ltrb, ctr = _raw_for(64, 64, 2, [])
     with pytest.raises(ValueError, match="locations"):
         decode_detections(cls, ltrb, ctr, (96, 64))
+
+
+def test_postprocess_config_checks_and_normalises():
+    assert PostprocessConfig(max_detections=100.0, score_threshold=1) == PostprocessConfig(score_threshold=1.0)
+    assert isinstance(PostprocessConfig(max_detections=100.0).max_detections, int)
+    for bad, reason in [({"score_threshold": 2}, "score_threshold must be <= 1.0"),
+                        ({"max_detections": 0.5}, "max_detections must be a whole number"),
+                        ({"nms_iou": "a"}, "nms_iou must be a number"),
+                        ({"pre_nms_top_k": 0}, "pre_nms_top_k must be >= 1"),
+                        ({"score_threshold": float("nan")}, "finite")]:
+        with pytest.raises(ValueError, match=reason):
+            PostprocessConfig(**bad)
 
 
 def test_segmentation_mask_argmax():
