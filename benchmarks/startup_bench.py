@@ -36,10 +36,11 @@ def child() -> None:
     """Runs in the measured process: engine ready, first result, peak RSS."""
     import resource
 
-    from fusion_ros.checkpoint import DEFAULT_MODEL
+    import fusion_ros
     from fusion_ros.engine import create_engine
 
-    engine = create_engine(DEFAULT_MODEL.with_suffix(".onnx"), backend="onnxruntime", device="cpu")
+    model = Path(fusion_ros.__file__).parent / "models" / "default.onnx"  # found the same way in every checkout
+    engine = create_engine(model, backend="onnxruntime", device="cpu")
     ready = time.monotonic()
     rng = np.random.default_rng(0)
     thermal = rng.integers(26000, 34000, (512, 640), dtype=np.uint16)
