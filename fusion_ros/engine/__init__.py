@@ -10,7 +10,8 @@ from that (.engine + .engine.json, tensorrt). Given any of them, "auto" picks th
 here: tensorrt (a matching engine beside it, TensorRT importable, a CUDA GPU) > onnxruntime (CUDA EP when
 available) > torch (CUDA when available).
 
-Only the torch backend imports torch: loading an ONNX export pulls in neither torch nor the model code.
+Loading an ONNX export with onnxruntime pulls in neither torch nor the model code; torch is imported only
+by the torch backend and by the TensorRT one (its CUDA buffers and stream are torch's).
 """
 from __future__ import annotations
 
