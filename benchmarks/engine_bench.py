@@ -55,9 +55,7 @@ def _worker(job: dict) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     height, width = job["size"]
     opts = dict(input_size=(height, width))  # every backend runs at the benchmarked size (no resize)
-    if job["backend"] == "onnxruntime" and threads:
-        opts["intra_op_threads"] = threads
-    if job["backend"] == "torch" and threads:
+    if threads:
         opts["num_threads"] = threads
     engine = create_engine(job["artifact"], backend=job["backend"], device=job["device"], **opts)
     rng = np.random.default_rng(0)

@@ -25,11 +25,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_ros import node_core  # noqa: E402
 from fusion_ros.checkpoint import load_model  # noqa: E402
 from fusion_ros.labelled_pairs import subsets as match_subsets  # noqa: E402
 from fusion_ros.pairs_eval import detection_metrics  # noqa: E402
-from fusion_ros.postprocess import decode_detections  # noqa: E402
+from fusion_ros.postprocess import PostprocessConfig, decode_detections  # noqa: E402
 from training.train import Trainer, load_config  # noqa: E402
 
 SUBSETS = {"day": "D$", "night": "N$"}
@@ -41,15 +40,14 @@ MODE_TITLES = {"ir_only": "thermal only", "rgb_only": "RGB only", "average": "pi
 def predict(trainer: Trainer, score_threshold: float = 0.05) -> tuple[list[str], list, list]:
     """Names, predictions and ground truth of the trainer's val split, with the trainer's input mode."""
     trainer.model.eval()
-    nms_iou = node_core.validate_params({})["nms_iou"]
+    config = PostprocessConfig(score_threshold=score_threshold)  # the node's NMS, scores down to the mAP floor
     names, preds, gts = [], [], []
     for i in tqdm(range(len(trainer.val_set)), desc=trainer.fusion_mode, leave=False):
         s = trainer.val_set[i]
         fused, _ = trainer.fuse(s["thermal"][None], s["rgb"][None])
         cls_logits, box_ltrb, centerness, _ = trainer.model.perceive(fused)
         h, w = s["thermal"].shape[-2:]
-        d = decode_detections(cls_logits[0].numpy(), box_ltrb[0].numpy(), centerness[0].numpy(), (h, w),
-                              score_threshold=score_threshold, nms_iou=nms_iou)
+        d = decode_detections(cls_logits[0].numpy(), box_ltrb[0].numpy(), centerness[0].numpy(), (h, w), config)
         names.append(s["name"])
         preds.append((d.boxes, d.scores, d.labels))
         gts.append((s["boxes"].numpy(), s["labels"].numpy()))
@@ -57,14 +55,14 @@ def predict(trainer: Trainer, score_threshold: float = 0.05) -> tuple[list[str],
 
 
 def score(trainer: Trainer, title: str, seed) -> dict:
-    params = node_core.validate_params({})
+    defaults = PostprocessConfig()
     names, preds, gts = predict(trainer)
     row = {"input": title, "seed": seed}
     groups = {"all": list(range(len(names)))}
     groups.update({k: [names.index(n) for n in v] for k, v in match_subsets(names, SUBSETS).items()})
     for key, idx in groups.items():
         metrics, _ = detection_metrics([preds[i] for i in idx], [gts[i] for i in idx], trainer.det_classes,
-                                       params["score_threshold"], params["max_detections"])
+                                       defaults.score_threshold, defaults.max_detections)
         row[key] = metrics
     return row
 

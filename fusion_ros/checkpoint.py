@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from .image_conversions import THERMAL_RANGE_CENTIKELVIN
 from .model import FusedPerceptionNet, ModelConfig
-from .paths import PACKAGE_ROOT
+from .paths import DEFAULT_MODEL, PACKAGE_ROOT
 
 FORMAT = "fusion_ros.model/1"
-DEFAULT_MODEL = PACKAGE_ROOT / "models" / "default.pt"
 # the synthetic-scene model (the generator's six classes): for the tests and benchmarks on generated scenes
 SYNTHETIC_MODEL = PACKAGE_ROOT / "models" / "synthetic.pt"
 
@@ -30,7 +30,7 @@ class ModelMeta:
     det_classes: list[str]
     seg_classes: list[str]
     input_size: tuple[int, int] = (512, 640)
-    thermal_range: tuple[float, float] = (25315.0, 35315.0)
+    thermal_range: tuple[float, float] = THERMAL_RANGE_CENTIKELVIN
     info: dict = field(default_factory=dict)
 
 

@@ -1,4 +1,9 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy, plus the engine's input normalisation.
+"""sensor_msgs/Image and CompressedImage <-> numpy, and the one owner of image encodings, thermal scaling
+and colour order.
+
+Every consumer (the node, the bag evaluator, the engine's pre-processing, training) reads encodings, maps
+thermal values to 0..1 and reorders colour channels through these functions, so a frame is converted the
+same way everywhere and only once.
 
 cv_bridge for ROS 2 is not on PyPI, so this is the project's own small replacement. It is duck-typed on
 any object with ``height, width, encoding, is_bigendian, step, data`` (an rclpy message, a rosbags
@@ -92,17 +97,23 @@ _ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "bgra8": (np.dtype(np.uint8), 4),
     "rgba8": (np.dtype(np.uint8), 4),
 }
-_THERMAL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
-_COLOR_ENCODINGS = ("bgr8", "8UC3", "rgb8", "bgra8", "rgba8", "mono8", "8UC1")
+THERMAL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
+COLOR_ENCODINGS = ("bgr8", "rgb8", "8UC3", "bgra8", "rgba8", "mono8", "8UC1")
+SIXTEEN_BIT_ENCODINGS = ("mono16", "16UC1")
 
+# -20 degC .. +80 degC in TLinear centikelvin (kelvin x 100): the default fixed range of 16-bit thermal
+# frames and the range the models are trained with (their 16-bit thermal_range, checkpoint.ModelMeta).
+THERMAL_RANGE_CENTIKELVIN = (25315.0, 35315.0)
 # Default fixed normalisation range per thermal element type, in the encoding's own units:
-# 8-bit counts; 16-bit TLinear centikelvin (-20 degC .. +80 degC); 32FC1 kelvin (same span).
-KELVIN_OFFSET = 273.15
+# 8-bit counts; 16-bit centikelvin; 32FC1 kelvin (the same span).
 _FIXED_RANGE = {
     np.dtype(np.uint8): (0.0, 255.0),
-    np.dtype(np.uint16): (27315.0 - 2000.0, 27315.0 + 8000.0),
-    np.dtype(np.float32): (KELVIN_OFFSET - 20.0, KELVIN_OFFSET + 80.0),
+    np.dtype(np.uint16): THERMAL_RANGE_CENTIKELVIN,
+    np.dtype(np.float32): tuple(v / 100.0 for v in THERMAL_RANGE_CENTIKELVIN),
 }
+# colour encoding -> cv2 conversion to RGB (rgb8 needs none); 8UC3 carries no order: read as bgr8
+_TO_RGB = {"mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB, "bgr8": cv2.COLOR_BGR2RGB,
+           "8UC3": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "rgba8": cv2.COLOR_RGBA2RGB}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COMPRESSED_DEPTH_HEADER = 12  # image_transport's compressedDepth ConfigHeader: int32 format + 2 float32
 
@@ -203,9 +214,9 @@ def thermal_to_float(
     stretches the 1st..99th percentile per frame instead (for uncalibrated cameras), ignoring low/high.
     Values outside the range are clipped. A flat frame in "auto" mode maps to 0.
     """
-    if encoding not in _THERMAL_ENCODINGS:
+    if encoding not in THERMAL_ENCODINGS:
         raise ImageConversionError(
-            f"thermal encoding must be one of {', '.join(_THERMAL_ENCODINGS)}, got '{encoding}'"
+            f"thermal encoding must be one of {', '.join(THERMAL_ENCODINGS)}, got '{encoding}'"
         )
     dtype, _ = _spec(encoding)
     array = np.asarray(array)
@@ -236,27 +247,45 @@ def thermal_to_float(
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def color_to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
-    """Colour (or mono) frame -> contiguous float32 H×W×3 RGB in 0..1, the engine's visible input."""
-    if encoding not in _COLOR_ENCODINGS:
+def fixed_thermal_range(encoding: str, configured: tuple[float, float] | None = None,
+                        model_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The fixed-mode (low, high) of a thermal frame, in the encoding's units: ``configured`` when given,
+    else the model's 16-bit range for 16-bit frames, else the encoding's default."""
+    if configured is not None:
+        return (float(configured[0]), float(configured[1]))
+    if encoding in SIXTEEN_BIT_ENCODINGS and model_range is not None:
+        return (float(model_range[0]), float(model_range[1]))
+    return _FIXED_RANGE[_spec(encoding)[0]]
+
+
+def check_color_array(array, encoding: str) -> np.ndarray:
+    """``array`` as a colour frame of ``encoding`` (uint8, H×W or H×W×channels), or ImageConversionError."""
+    if encoding not in COLOR_ENCODINGS:
         raise ImageConversionError(
-            f"colour encoding must be one of {', '.join(_COLOR_ENCODINGS)}, got '{encoding}'"
+            f"colour encoding must be one of {', '.join(COLOR_ENCODINGS)}, got '{encoding}'"
         )
     _, channels = _spec(encoding)
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ImageConversionError(f"colour encoding '{encoding}' needs a uint8 array, got {array.dtype}")
-    if channels == 1:
-        if array.ndim != 2:
-            raise ImageConversionError(f"'{encoding}' image must be H×W, got shape {array.shape}")
-        rgb = np.repeat(array[:, :, None], 3, axis=2)
-    else:
-        if array.ndim != 3 or array.shape[2] != channels:
-            raise ImageConversionError(
-                f"'{encoding}' image must be H×W×{channels}, got shape {array.shape}"
-            )
-        rgb = array[:, :, 2::-1] if encoding in ("bgr8", "8UC3", "bgra8") else array[:, :, :3]
-    out = rgb.astype(np.float32)  # a fresh contiguous copy, whatever the strides of the view
+    expected = (2, ()) if channels == 1 else (3, (channels,))
+    if (array.ndim, array.shape[2:]) != expected or array.size == 0:
+        layout = "H×W" if channels == 1 else f"H×W×{channels}"
+        raise ImageConversionError(f"'{encoding}' image must be a non-empty {layout} array, got shape {array.shape}")
+    return array
+
+
+def to_rgb8(array: np.ndarray, encoding: str) -> np.ndarray:
+    """A colour or mono frame -> contiguous H×W×3 uint8 RGB."""
+    array = check_color_array(array, encoding)
+    if encoding == "rgb8":
+        return np.ascontiguousarray(array)
+    return cv2.cvtColor(array, _TO_RGB[encoding])  # ~40x faster than numpy channel slicing at 640x512
+
+
+def color_to_rgb_float(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Colour (or mono) frame -> contiguous float32 H×W×3 RGB in 0..1, the engine's visible input."""
+    out = to_rgb8(array, encoding).astype(np.float32)
     out *= np.float32(1.0 / 255.0)
     return out
 

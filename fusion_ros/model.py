@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .head_points import FPN_STRIDES, head_points
 from .yolox import WIDTHS as YOLOX_WIDTHS, YOLOXNano
 
 YOLOX_P3_CHANNELS = YOLOX_WIDTHS[2]
@@ -122,8 +123,7 @@ PAPER_FUSION = FusionConfig(
     head_channels=32,
 )
 
-# FCOS levels: P3..P5 and the object size each level is responsible for (pixels, max side of the box).
-FPN_STRIDES = (8, 16, 32)
+# FCOS levels P3..P5 (FPN_STRIDES): the object size each level is responsible for (pixels, max side of the box).
 SIZE_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))
 
 
@@ -344,19 +344,10 @@ class SegHead(nn.Module):
 
 # ----------------------------------------------------------------------------------------- full model
 def fcos_points(height: int, width: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres (N, 2) in pixels and the stride (N,) of every head location, in head output order."""
-    points, strides = [], []
-    h, w = height, width
-    for level, stride in enumerate((2, 4) + FPN_STRIDES):
-        h, w = (h + 1) // 2, (w + 1) // 2  # 3x3 conv, stride 2, padding 1
-        if stride not in FPN_STRIDES:
-            continue
-        ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride
-        xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * stride
-        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-        points.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
-        strides.append(torch.full((h * w,), float(stride), device=device, dtype=dtype))
-    return torch.cat(points), torch.cat(strides)
+    """Centres (N, 2) in pixels and the stride (N,) of every head location, in head output order, as
+    tensors (the grid itself is `head_points.head_points`, shared with the torch-free runtime)."""
+    points, strides = head_points(height, width)
+    return torch.tensor(points, device=device, dtype=dtype), torch.tensor(strides, device=device, dtype=dtype)
 
 
 class PerceptionOutput(NamedTuple):
@@ -434,11 +425,6 @@ class FusedPerceptionNet(nn.Module):
 
 def _is_exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
-def decode_boxes(points: torch.Tensor, box_ltrb: torch.Tensor) -> torch.Tensor:
-    """(N, 2) points + (..., N, 4) distances -> (..., N, 4) boxes x1, y1, x2, y2."""
-    return torch.cat([points - box_ltrb[..., :2], points + box_ltrb[..., 2:]], dim=-1)
 
 
 def count_parameters(model: nn.Module) -> int:

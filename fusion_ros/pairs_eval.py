@@ -41,7 +41,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -216,12 +216,11 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
         raise PairsEvalError(f"{root} does not exist (expected a folder with ir/, vi/ and labels)")
 
     model_path = Path(opts.model).expanduser() if opts.model else DEFAULT_MODEL
-    engine_opts = {"score_threshold": opts.score_threshold, "nms_iou": node["nms_iou"],
-                   "max_detections": max_detections}
+    engine_opts = {"postprocess": replace(node.postprocess, score_threshold=opts.score_threshold)}
     if opts.input_size:
         engine_opts["input_size"] = tuple(int(v) for v in opts.input_size)
     if opts.threads > 0:
-        engine_opts.update(num_threads=opts.threads, intra_op_threads=opts.threads)
+        engine_opts["num_threads"] = opts.threads
     try:
         engine = create_engine(model_path, backend=opts.backend or "auto", device=opts.device, **engine_opts)
     except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:

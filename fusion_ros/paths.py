@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+# the bundled model; here rather than in checkpoint (torch) so the runtime finds it without importing torch
+DEFAULT_MODEL = PACKAGE_ROOT / "models" / "default.pt"
 
 
 def _candidates(sub: str) -> list[Path]:

@@ -1,17 +1,61 @@
 """Post-processing of the network's raw outputs, in one place for every backend.
 
 FCOS decode (points + l,t,r,b distances -> boxes, score = sqrt(sigmoid(cls) * sigmoid(centerness))),
-class-aware non-maximum suppression and the segmentation argmax. numpy only (no torchvision): the node,
-the bag evaluator and the trainer's validation all call these functions, so their results agree.
+class-aware non-maximum suppression (OpenCV) and the segmentation argmax. numpy and OpenCV only, no torch:
+a vehicle running ONNX Runtime or TensorRT never loads it. The node, the bag evaluator and the trainer's
+validation all call these functions, so their results agree.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import math
+import numbers
+from dataclasses import dataclass, fields
 
+import cv2
 import numpy as np
 
-from .model import fcos_points
+from .head_points import head_points
+
+
+# (low, high) of every post-processing setting, inclusive; the node's parameters are checked against these
+POSTPROCESS_LIMITS = {"score_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "max_detections": (1, 10000),
+                      "pre_nms_top_k": (1, 100000)}
+
+
+def postprocess_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be the post-processing setting ``name``, or None."""
+    low, high = POSTPROCESS_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number, got {type(value).__name__} {value!r}"
+    if isinstance(low, int) and value != int(value):
+        return f"must be a whole number, got {value}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if value < low:
+        return f"must be >= {low}, got {value}"
+    if value > high:
+        return f"must be <= {high}, got {value}"
+    return None
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Detection post-processing settings, checked when made. The node, every engine and the evaluators
+    pass this one object around; these are the only defaults (config/fusion.yaml repeats them)."""
+
+    score_threshold: float = 0.4  # minimum detection score
+    nms_iou: float = 0.6  # IoU above which a same-class box is suppressed
+    max_detections: int = 100  # kept per image after NMS
+    pre_nms_top_k: int = 1000  # best-scoring candidates that enter NMS
+
+    def __post_init__(self):
+        problems = [f"{f.name} {reason}" for f in fields(self)
+                    if (reason := postprocess_problem(f.name, getattr(self, f.name)))]
+        if problems:
+            raise ValueError("post-processing settings: " + "; ".join(problems))
+        for f in fields(self):  # normalised types: ROS parameters may hand over 100.0 for an int
+            cast = int if f.type == "int" else float
+            object.__setattr__(self, f.name, cast(getattr(self, f.name)))
 
 
 @dataclass
@@ -30,44 +74,21 @@ class Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[..., 2] - boxes[..., 0], 0, None) * np.clip(boxes[..., 3] - boxes[..., 1], 0, None)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS: indices of kept boxes, highest score first. Ties keep the lower index (stable)."""
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best = order[0]
-        keep.append(best)
-        if order.size == 1:
-            break
-        ious = box_iou(boxes[best : best + 1], boxes[order[1:]])[0]
-        order = order[1:][ious <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Class-aware NMS: boxes of different classes never suppress each other (coordinate-offset trick)."""
-    if boxes.size == 0:
+    """Class-aware greedy NMS (OpenCV's ``NMSBoxesBatched``): indices of the kept boxes, highest score
+    first, ties in index order. A box is suppressed by a higher-scoring box of its class with IoU above
+    ``iou_threshold``; boxes of different classes never suppress each other. Boxes scoring 0 are dropped
+    (OpenCV keeps scores above a threshold that must be >= 0; decoded detections always score above 0)."""
+    if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
-    offsets = labels.astype(np.float64)[:, None] * (float(boxes.max()) + 1.0)
-    return nms(boxes + offsets, scores, iou_threshold)
-
-
-@lru_cache(maxsize=16)
-def _points(height: int, width: int) -> np.ndarray:
-    return fcos_points(height, width)[0].numpy()
+    boxes = np.asarray(boxes, dtype=np.float64)
+    # OpenCV separates classes by shifting each by class * (largest coordinate + 1), which only works
+    # for coordinates >= 0: move the boxes there first (IoU does not change under a translation)
+    corner = boxes[:, :2].min()
+    xywh = np.concatenate([boxes[:, :2] - min(corner, 0.0), boxes[:, 2:] - boxes[:, :2]], axis=1)
+    scores = np.asarray(scores, dtype=np.float32)
+    keep = cv2.dnn.NMSBoxesBatched(xywh, scores, np.asarray(labels, dtype=np.int32), 0.0, float(iou_threshold))
+    return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
 def decode_detections(
@@ -75,28 +96,26 @@ def decode_detections(
     box_ltrb: np.ndarray,
     centerness: np.ndarray,
     image_size: tuple[int, int],
-    score_threshold: float = 0.4,
-    nms_iou: float = 0.6,
-    max_detections: int = 100,
-    pre_nms_top_k: int = 1000,
+    config: PostprocessConfig = PostprocessConfig(),
 ) -> Detections:
     """Raw head outputs of ONE image ((N, K), (N, 4), (N, 1)) -> final detections.
 
     `image_size` is (height, width) of the network input; boxes are clipped to it.
     """
     height, width = image_size
-    points = _points(height, width)
+    points, _ = head_points(height, width)
     if cls_logits.shape[0] != points.shape[0]:
         raise ValueError(
             f"head outputs have {cls_logits.shape[0]} locations, a {height}x{width} input has {points.shape[0]}"
         )
     scores = np.sqrt(_sigmoid(cls_logits) * _sigmoid(centerness))  # (N, K)
-    point_idx, labels = np.nonzero(scores > score_threshold)
+    point_idx, labels = np.nonzero(scores > config.score_threshold)
     if point_idx.size == 0:
         return Detections.empty()
     cand_scores = scores[point_idx, labels]
-    if cand_scores.size > pre_nms_top_k:
-        top = np.argpartition(-cand_scores, pre_nms_top_k - 1)[:pre_nms_top_k]
+    top_k = config.pre_nms_top_k
+    if cand_scores.size > top_k:
+        top = np.argpartition(-cand_scores, top_k - 1)[:top_k]
         point_idx, labels, cand_scores = point_idx[top], labels[top], cand_scores[top]
     ltrb = box_ltrb[point_idx]
     centres = points[point_idx]
@@ -105,7 +124,7 @@ def decode_detections(
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, cand_scores, labels = boxes[valid], cand_scores[valid], labels[valid]
-    keep = batched_nms(boxes, cand_scores, labels, nms_iou)[:max_detections]
+    keep = batched_nms(boxes, cand_scores, labels, config.nms_iou)[: config.max_detections]
     return Detections(
         boxes[keep].astype(np.float32), cand_scores[keep].astype(np.float32), labels[keep].astype(np.int64)
     )

@@ -2,13 +2,14 @@
 
 Every consumer (the node, the bag evaluator, benchmarks, every engine backend) goes through these:
 
-    thermal H×W uint8/uint16/float  ─► 0..1 float (fixed 16-bit range or per-frame "auto")
+    thermal H×W float 0..1          ─► checked (or raw uint8 / uint16 counts: scaled with the model's range)
                                     ─► IR→RGB registration warp, composed with the resize to the net size
-    rgb H×W×3 uint8 RGB             ─► resize to the net size ─► 0..1 float, CHW
-    results at the net size         ─► boxes scaled, fused image and mask resized to the input RGB size
+    colour H×W×C uint8 (encoding)   ─► resize to the net size ─► 0..1 float RGB, CHW (colour order fixed here,
+                                       on the small image: a bgr8 camera frame is never reordered at full size)
+    results at the net size         ─► boxes scaled, fused image (rgb8 or bgr8) and mask resized to the input size
 
-Encoding handling (bgr8, mono16, 32FC1, ...) is image_conversions' job: callers convert ROS encodings to
-the arrays above first (thermal_to_float output is accepted as the float thermal).
+Encodings, thermal scaling and colour order are image_conversions' (thermal_to_float, to_rgb8, ...): callers
+with other thermal encodings or an "auto" range scale the frame with thermal_to_float first.
 """
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .image_conversions import ImageConversionError, color_to_rgb_float, thermal_to_float
+from .image_conversions import (
+    ImageConversionError,
+    check_color_array,
+    color_to_rgb_float,
+    fixed_thermal_range,
+    thermal_to_float,
+)
 from .registration import Registration
 
 # A float thermal frame must already be normalised to 0..1; this much slack absorbs rounding only.
@@ -53,30 +60,19 @@ def check_thermal(thermal) -> np.ndarray:
     return thermal
 
 
-def check_rgb(rgb) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray):
-        raise PreprocessError(f"rgb must be a numpy array, got {type(rgb).__name__}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise PreprocessError(
-            f"rgb must be an H×W×3 uint8 RGB array, got shape {rgb.shape} "
-            "(convert mono/bgra/bgr images with image_conversions first)"
-        )
-    if rgb.dtype != np.uint8:
-        raise PreprocessError(f"rgb must be uint8 (0..255), got {rgb.dtype}")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise PreprocessError(f"rgb image is empty: shape {rgb.shape}")
-    return rgb
+def check_color(color, encoding: str = "rgb8") -> np.ndarray:
+    if not isinstance(color, np.ndarray):
+        raise PreprocessError(f"the colour image must be a numpy array, got {type(color).__name__}")
+    try:
+        return check_color_array(color, encoding)
+    except ImageConversionError as exc:
+        raise PreprocessError(f"{exc} (convert other layouts with image_conversions first)") from None
 
 
-def thermal_to_unit(
-    thermal: np.ndarray, thermal_range: tuple[float, float] | None = None, mode: str = "fixed"
-) -> np.ndarray:
-    """H×W uint8 / uint16 / float -> float32 0..1.
-
-    uint8: 0..255 (or per-frame percentiles in "auto"); uint16: `thermal_range` counts (the model's
-    training range) or per-frame percentiles in "auto"; float: already normalised (e.g. the output of
-    image_conversions.thermal_to_float), only checked for NaN/inf and range, then clipped.
-    """
+def thermal_unit(thermal: np.ndarray, model_range: tuple[float, float] | None = None) -> np.ndarray:
+    """The engine's thermal input as float32 0..1: a float frame is taken as already scaled (checked for
+    NaN/inf and range, then clipped); raw uint8 / uint16 counts are scaled with the fixed range
+    (``model_range`` for 16-bit, the model's training range)."""
     thermal = check_thermal(thermal)
     if thermal.dtype.kind == "f":
         finite = np.isfinite(thermal)
@@ -90,11 +86,8 @@ def thermal_to_unit(
             )
         return np.clip(thermal, 0.0, 1.0).astype(np.float32, copy=False)
     encoding = "mono8" if thermal.dtype == np.uint8 else "mono16"
-    low, high = (None, None)
-    if encoding == "mono16" and thermal_range is not None:
-        low, high = thermal_range
     try:
-        return thermal_to_float(thermal, encoding, mode=mode, low=low, high=high)
+        return thermal_to_float(thermal, encoding, "fixed", *fixed_thermal_range(encoding, None, model_range))
     except (ImageConversionError, ValueError) as exc:
         raise PreprocessError(f"thermal normalisation failed: {exc}") from None
 
@@ -139,9 +132,16 @@ def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[in
     return out
 
 
-def fused_to_image(fused_chw: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-    """(3, h, w) float 0..1 -> (H, W, 3) uint8 RGB at out_size (h, w)."""
-    hwc = cv2.merge([np.asarray(c, dtype=np.float32) for c in fused_chw])  # CHW -> HWC in one pass
+FUSED_ENCODINGS = ("rgb8", "bgr8")
+
+
+def fused_to_image(fused_chw: np.ndarray, out_size: tuple[int, int], encoding: str = "rgb8") -> np.ndarray:
+    """(3, h, w) float RGB 0..1 -> (H, W, 3) uint8 at out_size (h, w), channels in ``encoding``'s order
+    (bgr8 costs nothing extra: the channels are merged in that order)."""
+    if encoding not in FUSED_ENCODINGS:
+        raise ValueError(f"the fused image is produced as {' or '.join(FUSED_ENCODINGS)}, not '{encoding}'")
+    channels = fused_chw[::-1] if encoding == "bgr8" else fused_chw
+    hwc = cv2.merge([np.asarray(c, dtype=np.float32) for c in channels])  # CHW -> HWC in one pass
     np.maximum(hwc, 0.0, out=hwc)
     image = cv2.convertScaleAbs(hwc, alpha=255.0)  # x*255, rounded, saturated to 0..255 (~10x numpy)
     return resize_image(image, out_size)
@@ -164,11 +164,8 @@ class Preprocessor:
         self,
         input_size: tuple[int, int],
         thermal_range: tuple[float, float] | None = None,
-        thermal_mode: str = "fixed",
         registration: Registration | None = None,
     ):
-        if thermal_mode not in ("fixed", "auto"):
-            raise ValueError(f"thermal_mode must be 'fixed' or 'auto', got {thermal_mode!r}")
         if thermal_range is not None:
             low, high = (float(v) for v in thermal_range)
             if not (np.isfinite(low) and np.isfinite(high) and high > low):
@@ -176,7 +173,6 @@ class Preprocessor:
             thermal_range = (low, high)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.thermal_range = thermal_range
-        self.thermal_mode = thermal_mode
         self.set_registration(registration)
 
     def set_registration(self, registration: Registration | dict | None) -> None:
@@ -193,18 +189,18 @@ class Preprocessor:
             self._warp_cache = {rgb_size: warper}  # one camera pair per node: keep only the latest size
         return warper
 
-    def __call__(self, thermal: np.ndarray, rgb: np.ndarray) -> PreparedPair:
-        rgb = check_rgb(rgb)
-        thermal_unit = thermal_to_unit(thermal, self.thermal_range, self.thermal_mode)
-        rgb_size = (int(rgb.shape[0]), int(rgb.shape[1]))
+    def __call__(self, thermal: np.ndarray, color: np.ndarray, color_encoding: str = "rgb8") -> PreparedPair:
+        color = check_color(color, color_encoding)
+        thermal_net_input = thermal_unit(thermal, self.thermal_range)
+        color_size = (int(color.shape[0]), int(color.shape[1]))
         height, width = self.input_size
         if self.registration.is_identity:  # already registered: same field of view, just resize
-            thermal_net = resize_image(thermal_unit, self.input_size)
+            thermal_net = resize_image(thermal_net_input, self.input_size)
         else:
-            thermal_net = self._warper(rgb_size).warp_thermal(thermal_unit, (width, height))
-        rgb_net = color_to_rgb_float(resize_image(rgb, self.input_size), "rgb8")
+            thermal_net = self._warper(color_size).warp_thermal(thermal_net_input, (width, height))
+        rgb_net = color_to_rgb_float(resize_image(color, self.input_size), color_encoding)
         return PreparedPair(
             thermal=np.ascontiguousarray(thermal_net, dtype=np.float32)[None],
             rgb=np.ascontiguousarray(rgb_net.transpose(2, 0, 1)),
-            rgb_size=rgb_size,
+            rgb_size=color_size,
         )

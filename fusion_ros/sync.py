@@ -1,4 +1,4 @@
-"""Time synchronisation of N message streams: message_filters' ApproximateTime and ExactTime policies.
+"""Time synchronisation of N message streams: message_filters' ApproximateTime policy.
 
 message_filters is not on PyPI for ROS 2, and the bag evaluator must pair frames exactly as the live node
 does, so both use this ROS-free re-implementation. ``ApproximateTimeSynchronizer`` follows the C++
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,10 +57,25 @@ class SyncStats:
         self.recent_skews.append(skew)
 
 
-class _Synchronizer(ABC):
-    """Input validation and the per-input monotonic-stamp filter shared by both policies."""
+class ApproximateTimeSynchronizer:
+    """message_filters' ApproximateTime policy for ``num_inputs`` streams.
 
-    def __init__(self, num_inputs: int, queue_size: int):
+    A set is emitted once no future message can produce a set with a smaller spread (newest minus
+    oldest stamp), given that stamps on each input only increase. ``slop`` (seconds, ``None`` for no
+    limit) rejects sets whose spread exceeds it. ``age_penalty`` >= 0 favours emitting older sets sooner.
+    ``inter_message_lower_bounds`` (seconds, one per input or one for all) states the minimum stamp gap
+    on an input, which lets a set be proven optimal before the next message arrives (lower latency).
+    ``queue_size`` bounds the messages held per input; the oldest is dropped beyond it.
+    """
+
+    def __init__(
+        self,
+        num_inputs: int,
+        queue_size: int = 10,
+        slop: float | None = 0.05,
+        age_penalty: float = 0.0,
+        inter_message_lower_bounds: float | list[float] = 0.0,
+    ):
         if num_inputs < 2:
             raise ValueError(f"a synchronizer needs at least 2 inputs, got {num_inputs}")
         if queue_size < 1:
@@ -70,6 +84,18 @@ class _Synchronizer(ABC):
         self.queue_size = queue_size
         self.stats = SyncStats.zeros(num_inputs)
         self._last_stamp: list[int | None] = [None] * num_inputs
+        if slop is not None and not slop >= 0:
+            raise ValueError(f"slop must be >= 0 seconds or None, got {slop}")
+        if not age_penalty >= 0:
+            raise ValueError(f"age_penalty must be >= 0, got {age_penalty}")
+        bounds = inter_message_lower_bounds
+        bounds = [bounds] * num_inputs if isinstance(bounds, numbers.Real) else list(bounds)
+        if len(bounds) != num_inputs or not all(b >= 0 for b in bounds):
+            raise ValueError(f"inter_message_lower_bounds needs {num_inputs} values >= 0, got {bounds}")
+        self._max_interval = None if slop is None else seconds_to_ns(slop)
+        self._age_factor = 1.0 + age_penalty
+        self._lower_bounds = [seconds_to_ns(b) for b in bounds]
+        self._clear()
 
     def add(self, input_index: int, stamp_seconds: float, item) -> list[tuple]:
         """Offer ``item`` stamped ``stamp_seconds`` on input ``input_index``; returns the sets (one item
@@ -95,64 +121,14 @@ class _Synchronizer(ABC):
     def reset(self) -> None:
         """Forget all pending messages (counted as dropped) and the last stamps. Call it when time jumps
         back (a bag restarting, a simulator reset): otherwise every later message reads as out of order."""
-        for i, count in enumerate(self._pending_counts()):
+        for i, count in enumerate(self.pending()):
             self.stats.dropped[i] += count
         self._last_stamp = [None] * self.num_inputs
         self._clear()
 
-    def pending(self) -> list[int]:
-        """Messages per input held, waiting for a match."""
-        return self._pending_counts()
-
     def _emit(self, members: list[tuple[int, object]], out: list[tuple]) -> None:
         self.stats.record_set([stamp for stamp, _ in members])
         out.append(tuple(item for _, item in members))
-
-    @abstractmethod
-    def _accept(self, i: int, stamp: int, item, out: list[tuple]) -> None:
-        """Queue a message that passed the monotonic filter; append completed sets to ``out``."""
-
-    @abstractmethod
-    def _pending_counts(self) -> list[int]:
-        """Messages per input held by the policy."""
-
-    @abstractmethod
-    def _clear(self) -> None:
-        """Empty the policy's state (not the stats)."""
-
-
-class ApproximateTimeSynchronizer(_Synchronizer):
-    """message_filters' ApproximateTime policy for ``num_inputs`` streams.
-
-    A set is emitted once no future message can produce a set with a smaller spread (newest minus
-    oldest stamp), given that stamps on each input only increase. ``slop`` (seconds, ``None`` for no
-    limit) rejects sets whose spread exceeds it. ``age_penalty`` >= 0 favours emitting older sets sooner.
-    ``inter_message_lower_bounds`` (seconds, one per input or one for all) states the minimum stamp gap
-    on an input, which lets a set be proven optimal before the next message arrives (lower latency).
-    ``queue_size`` bounds the messages held per input; the oldest is dropped beyond it.
-    """
-
-    def __init__(
-        self,
-        num_inputs: int,
-        queue_size: int = 10,
-        slop: float | None = 0.05,
-        age_penalty: float = 0.0,
-        inter_message_lower_bounds: float | list[float] = 0.0,
-    ):
-        super().__init__(num_inputs, queue_size)
-        if slop is not None and not slop >= 0:
-            raise ValueError(f"slop must be >= 0 seconds or None, got {slop}")
-        if not age_penalty >= 0:
-            raise ValueError(f"age_penalty must be >= 0, got {age_penalty}")
-        bounds = inter_message_lower_bounds
-        bounds = [bounds] * num_inputs if isinstance(bounds, numbers.Real) else list(bounds)
-        if len(bounds) != num_inputs or not all(b >= 0 for b in bounds):
-            raise ValueError(f"inter_message_lower_bounds needs {num_inputs} values >= 0, got {bounds}")
-        self._max_interval = None if slop is None else seconds_to_ns(slop)
-        self._age_factor = 1.0 + age_penalty
-        self._lower_bounds = [seconds_to_ns(b) for b in bounds]
-        self._clear()
 
     def _clear(self) -> None:
         n = self.num_inputs
@@ -164,7 +140,8 @@ class ApproximateTimeSynchronizer(_Synchronizer):
         self._pivot: int | None = None
         self._pivot_time = 0
 
-    def _pending_counts(self) -> list[int]:
+    def pending(self) -> list[int]:
+        """Messages per input held, waiting for a match."""
         return [len(q) + len(p) for q, p in zip(self._queues, self._past)]
 
     def _accept(self, i: int, stamp: int, item, out: list[tuple]) -> None:
@@ -260,41 +237,3 @@ class ApproximateTimeSynchronizer(_Synchronizer):
         for queue in self._queues:  # each candidate member is now at the head of its queue
             queue.popleft()
         self._emit(members, out)
-
-
-class ExactTimeSynchronizer(_Synchronizer):
-    """message_filters' ExactTime policy: emit when every input has a message with the same stamp.
-
-    At most ``queue_size`` distinct stamps wait for completion; beyond that the oldest is dropped. When a
-    set is emitted, incomplete sets with older stamps can never complete (stamps only increase per
-    input) and are dropped.
-    """
-
-    _EMPTY = object()
-
-    def __init__(self, num_inputs: int, queue_size: int = 10):
-        super().__init__(num_inputs, queue_size)
-        self._clear()
-
-    def _clear(self) -> None:
-        self._slots: dict[int, list] = {}
-
-    def _pending_counts(self) -> list[int]:
-        slots = self._slots.values()
-        return [sum(slot[i] is not self._EMPTY for slot in slots) for i in range(self.num_inputs)]
-
-    def _accept(self, i: int, stamp: int, item, out: list[tuple]) -> None:
-        slot = self._slots.setdefault(stamp, [self._EMPTY] * self.num_inputs)
-        slot[i] = item
-        if all(member is not self._EMPTY for member in slot):
-            del self._slots[stamp]
-            for old in [s for s in self._slots if s < stamp]:
-                self._drop_slot(old)
-            self._emit([(stamp, member) for member in slot], out)
-        while len(self._slots) > self.queue_size:
-            self._drop_slot(min(self._slots))
-
-    def _drop_slot(self, stamp: int) -> None:
-        for i, member in enumerate(self._slots.pop(stamp)):
-            if member is not self._EMPTY:
-                self.stats.dropped[i] += 1

@@ -5,6 +5,10 @@ The ONNX files here come from the legacy TorchScript exporter because it runs ~5
 """
 import json
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +26,7 @@ from fusion_ros.engine import (
 )
 from fusion_ros.engine.sidecar import read_sidecar, sha256_file, sidecar_path, write_sidecar
 from fusion_ros.model import FusedPerceptionNet
-from fusion_ros.postprocess import Detections
+from fusion_ros.postprocess import Detections, PostprocessConfig
 from fusion_ros.preprocess import Preprocessor, fused_to_image, scale_boxes
 from fusion_ros.registration import Registration
 from training.export import export_onnx
@@ -30,7 +34,7 @@ from training.export import export_onnx
 H, W = 64, 80
 DET = [f"det{i}" for i in range(6)]
 SEG = [f"seg{i}" for i in range(10)]
-LOW_SCORE = dict(score_threshold=0.05, max_detections=1000, pre_nms_top_k=5000)
+LOW_SCORE = dict(postprocess=PostprocessConfig(score_threshold=0.05, max_detections=1000, pre_nms_top_k=5000))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def artifacts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engines(artifacts):
-    ort_engine = create_engine(artifacts["onnx"], backend="onnxruntime", intra_op_threads=1, **LOW_SCORE)
+    ort_engine = create_engine(artifacts["onnx"], backend="onnxruntime", num_threads=1, **LOW_SCORE)
     torch_engine = create_engine(artifacts["pt"], backend="torch", device="cpu", **LOW_SCORE)
     return {"onnxruntime": ort_engine, "torch": torch_engine}
 
@@ -96,8 +100,8 @@ def test_onnxruntime_and_torch_agree(engines):
     assert np.abs(a.fused.astype(int) - b.fused.astype(int)).max() <= 1
     assert (a.segmentation == b.segmentation).mean() > 0.999
     assert len(a.detections) > 5
-    match_detections(a.detections, b.detections, LOW_SCORE["score_threshold"])
-    match_detections(b.detections, a.detections, LOW_SCORE["score_threshold"])
+    match_detections(a.detections, b.detections, LOW_SCORE["postprocess"].score_threshold)
+    match_detections(b.detections, a.detections, LOW_SCORE["postprocess"].score_threshold)
 
 
 def test_results_are_mapped_back_to_the_input_rgb_size(engines):
@@ -193,7 +197,7 @@ def test_batch_inference_matches_single_frames(artifacts):
     for (thermal, rgb), result in zip(pairs, batched):
         single = engine.infer(thermal, rgb)
         np.testing.assert_array_equal(result.segmentation, single.segmentation)
-        match_detections(result.detections, single.detections, LOW_SCORE["score_threshold"])
+        match_detections(result.detections, single.detections, LOW_SCORE["postprocess"].score_threshold)
     # a dynamic graph runs at another size; a fixed one only at its own
     other = create_engine(artifacts["dynamic"], backend="onnxruntime", input_size=(96, 128))
     assert other.infer(*frames()).fused.shape == (128, 160, 3)
@@ -226,9 +230,9 @@ def test_auto_backend_prefers_onnxruntime_over_torch(artifacts, tmp_path):
 
 BAD_INPUTS = {
     "thermal 3-channel": (lambda t, r: (np.stack([t] * 3, axis=-1), r), "thermal must be a single-channel"),
-    "rgb not HxWx3": (lambda t, r: (t, r[:, :, 0]), "rgb must be an H×W×3"),
-    "rgb float": (lambda t, r: (t, r.astype(np.float32)), "rgb must be uint8"),
-    "rgb BGRA": (lambda t, r: (t, np.dstack([r, r[:, :, :1]])), "rgb must be an H×W×3"),
+    "rgb not HxWx3": (lambda t, r: (t, r[:, :, 0]), "'rgb8' image must be a non-empty H×W×3"),
+    "rgb float": (lambda t, r: (t, r.astype(np.float32)), "'rgb8' needs a uint8 array"),
+    "rgb BGRA": (lambda t, r: (t, np.dstack([r, r[:, :, :1]])), "'rgb8' image must be a non-empty H×W×3"),
     "thermal NaN": (lambda t, r: (np.where(t > 30000, np.nan, 0.5).astype(np.float32), r), "NaN"),
     "thermal float not 0..1": (lambda t, r: (t.astype(np.float32), r), "normalised to 0..1"),
     "thermal int32": (lambda t, r: (t.astype(np.int32), r), "uint8, uint16 or float"),
@@ -294,6 +298,35 @@ def test_bad_model_file_and_unknown_kinds(tmp_path):
         create_engine(other)
 
 
+def test_options_a_backend_does_not_use_are_refused(artifacts):
+    """create_engine never drops an option silently: the backend that would run must use it."""
+    with pytest.raises(ValueError, match="allow_spinning not used by the torch backend"):
+        create_engine(artifacts["pt"], backend="torch", allow_spinning=True)
+    with pytest.raises(ValueError, match="check_compat not used by the onnxruntime backend"):
+        create_engine(artifacts["pt"], check_compat=False)  # auto picks the ONNX export beside the model
+    with pytest.raises(EngineError, match="postprocess must be a PostprocessConfig"):
+        create_engine(artifacts["onnx"], postprocess={"score_threshold": 0.5})
+    both = create_engine(artifacts["pt"], backend="torch", num_threads=1)  # a thread count suits either
+    assert both.backend == "torch-cpu"
+
+
+def test_bgr_camera_frames_are_reordered_once_at_the_network_size(engines):
+    engine = engines["onnxruntime"]
+    thermal, rgb = frames(seed=4)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    reference = engine.infer(thermal, rgb)
+    direct = engine.infer(thermal, bgr, color_encoding="bgr8", fused_encoding="bgr8")
+    np.testing.assert_array_equal(direct.fused, reference.fused[:, :, ::-1])
+    np.testing.assert_array_equal(direct.detections.boxes, reference.detections.boxes)
+    np.testing.assert_array_equal(direct.segmentation, reference.segmentation)
+    mono = engine.infer(thermal, rgb[:, :, 1], color_encoding="mono8")
+    assert mono.fused.shape == (128, 160, 3)
+    with pytest.raises(InputError, match="fused_encoding"):
+        engine.infer(thermal, rgb, fused_encoding="mono8")
+    with pytest.raises(InputError, match="yuv422"):
+        engine.infer(thermal, rgb, color_encoding="yuv422")
+
+
 def test_unavailable_backends_are_named(artifacts):
     with pytest.raises(EngineError, match="unknown backend"):
         create_engine(artifacts["onnx"], backend="openvino")
@@ -316,6 +349,30 @@ def test_unavailable_backends_are_named(artifacts):
     except ImportError:
         with pytest.raises(BackendUnavailableError, match="'tensorrt' Python package.*onnxruntime"):
             create_engine(artifacts["onnx"], backend="tensorrt")
+
+
+def test_onnxruntime_engine_runs_without_importing_torch():
+    """A vehicle on ONNX Runtime must not pay torch's import time and memory: the bundled export runs end
+    to end (pre-processing, network, decode, NMS) in a fresh process that never imports torch."""
+    code = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from fusion_ros.engine import create_engine
+        from fusion_ros.paths import DEFAULT_MODEL
+        engine = create_engine(DEFAULT_MODEL.with_suffix(".onnx"), backend="onnxruntime", num_threads=1)
+        rng = np.random.default_rng(0)
+        thermal = rng.integers(26000, 34000, (512, 640), dtype=np.uint16)
+        rgb = rng.integers(0, 256, (512, 640, 3), dtype=np.uint8)
+        result = engine.infer(thermal, rgb, color_encoding="bgr8", fused_encoding="bgr8")
+        print(json.dumps({"backend": engine.backend, "fused": list(result.fused.shape),
+                          "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "onnxruntime-cpu" and out["fused"] == [512, 640, 3]
+    assert out["torch"] == [], f"torch was imported: {out['torch'][:5]}"
 
 
 def test_sidecar_describes_the_export(artifacts):

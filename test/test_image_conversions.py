@@ -8,14 +8,17 @@ import pytest
 
 from fusion_ros.image_conversions import (
     DEFAULT_MAX_PIXELS,
+    THERMAL_RANGE_CENTIKELVIN,
     ImageConversionError,
     ImageTooLarge,
     compressed_image_size,
     array_to_image_fields,
     color_to_rgb_float,
     compressed_to_array,
+    fixed_thermal_range,
     image_to_array,
     thermal_to_float,
+    to_rgb8,
 )
 
 RNG = np.random.default_rng(0)
@@ -155,6 +158,18 @@ def test_thermal_fixed_ranges():
     np.testing.assert_allclose(thermal_to_float(celsius, "32FC1", low=-20, high=80), [[0, 0.5, 1]], atol=1e-6)
 
 
+def test_fixed_thermal_range_per_encoding():
+    model = (27000.0, 33000.0)
+    assert fixed_thermal_range("mono16") == THERMAL_RANGE_CENTIKELVIN == (25315.0, 35315.0)
+    assert fixed_thermal_range("mono16", None, model) == fixed_thermal_range("16UC1", None, model) == model
+    assert fixed_thermal_range("mono8", None, model) == (0.0, 255.0)  # the model's range is 16-bit only
+    np.testing.assert_allclose(fixed_thermal_range("32FC1", None, model), (253.15, 353.15))  # kelvin
+    assert fixed_thermal_range("32FC1", (-20.0, 80.0), model) == (-20.0, 80.0)  # configured wins
+    frame = np.array([[25315, 30315, 35315, 40000]], np.uint16)
+    np.testing.assert_allclose(thermal_to_float(frame, "mono16", "fixed", *fixed_thermal_range("mono16")),
+                               [[0, 0.5, 1, 1]])
+
+
 def test_thermal_auto_is_robust_to_outliers_and_flat_frames():
     frame = np.full((100, 100), 30000, np.uint16)
     frame[:, 50:] = 31000
@@ -197,11 +212,28 @@ def test_color_to_rgb_float(encoding):
     np.testing.assert_allclose(out, expected / 255.0, atol=1e-6)
 
 
+def test_to_rgb8():
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    alpha = np.full((4, 5, 1), 7, np.uint8)
+    np.testing.assert_array_equal(to_rgb8(rgb, "rgb8"), rgb)
+    np.testing.assert_array_equal(to_rgb8(rgb[:, :, ::-1], "bgr8"), rgb)
+    np.testing.assert_array_equal(to_rgb8(np.concatenate([rgb[:, :, ::-1], alpha], 2), "bgra8"), rgb)
+    np.testing.assert_array_equal(to_rgb8(np.concatenate([rgb, alpha], 2), "rgba8"), rgb)
+    mono = to_rgb8(rgb[:, :, 0], "mono8")
+    assert mono.shape == (4, 5, 3) and mono.flags.c_contiguous and (mono[:, :, 2] == rgb[:, :, 0]).all()
+    with pytest.raises(ImageConversionError, match="yuv422"):
+        to_rgb8(rgb, "yuv422")
+    with pytest.raises(ImageConversionError, match="non-empty H×W×3"):
+        to_rgb8(np.zeros((0, 5, 3), np.uint8), "rgb8")
+
+
 def test_color_errors():
     with pytest.raises(ImageConversionError, match="mono16"):
         color_to_rgb_float(np.zeros((2, 2), np.uint16), "mono16")
     with pytest.raises(ImageConversionError, match="H×W×3"):
         color_to_rgb_float(np.zeros((2, 2, 4), np.uint8), "bgr8")
+    with pytest.raises(ImageConversionError, match="uint8"):
+        color_to_rgb_float(np.zeros((2, 2, 3), np.uint16), "bgr8")
 
 
 def test_compressed_jpeg_png_and_16bit_png():

@@ -8,7 +8,6 @@ from fusion_ros.model import (
     FusionNet,
     ModelConfig,
     count_parameters,
-    decode_boxes,
     fcos_points,
     fused_chroma,
     rgb_to_ycbcr,
@@ -152,12 +151,6 @@ def test_blend_fusion_starts_at_the_average_and_learns_where_each_camera_wins():
 def test_fusion_options_are_checked(fusion, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig.from_dict({"fusion": fusion})
-
-
-def test_decode_boxes():
-    points = torch.tensor([[10.0, 20.0]])
-    ltrb = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])
-    assert decode_boxes(points, ltrb).tolist() == [[[9.0, 18.0, 13.0, 24.0]]]
 
 
 def test_config_round_trip_and_validation():

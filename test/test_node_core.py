@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from fusion_ros import node_core as core
-from fusion_ros.image_conversions import ImageConversionError
-from fusion_ros.postprocess import Detections
+from fusion_ros.image_conversions import ImageConversionError, thermal_to_float
+from fusion_ros.postprocess import Detections, PostprocessConfig
 from fusion_ros.sync import SyncStats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +128,10 @@ def test_registration_is_bound_to_the_calibrated_thermal_size():
     ok = core.Frame(np.full((256, 320), 29000, np.uint16), "mono16", "t", 1, 0.0)
     thermal_unit, rgb8 = core.prepare_pair(cfg, None, ok, rgb)
     assert thermal_unit.shape == (256, 320) and rgb8.shape == (512, 640, 3)
+    # the node's own path keeps the camera frame as it came; the engine reorders it at the network size
+    thermal_node, color, encoding = core.prepare_inputs(cfg, None, ok, rgb)
+    assert color is rgb.array and encoding == "bgr8"
+    np.testing.assert_array_equal(thermal_node, thermal_unit)
     switched = core.Frame(np.full((512, 640), 29000, np.uint16), "mono16", "t", 2, 0.0)
     with pytest.raises(core.PairRejected) as info:
         core.prepare_pair(cfg, None, switched, rgb)
@@ -176,14 +180,19 @@ def test_registration_modes_build_the_homography():
     assert core.validate_params({"registration.border": "replicate"}).registration.border == "replicate"
 
 
-def test_thermal_range_per_encoding():
+def test_thermal_range_and_postprocess_from_parameters():
     cfg = core.validate_params({})
-    assert cfg.thermal_range("mono16", (25315.0, 35315.0)) == (25315.0, 35315.0)
-    assert cfg.thermal_range("16UC1", (1.0, 2.0)) == (1.0, 2.0)
-    assert cfg.thermal_range("mono8", (25315.0, 35315.0)) is None
-    assert cfg.thermal_range("32FC1", (25315.0, 35315.0)) is None
-    custom = core.validate_params({"thermal.low": -20.0, "thermal.high": 80.0})
-    assert custom.thermal_range("32FC1", None) == (-20.0, 80.0)
+    assert cfg.thermal_range is None  # thermal.low = thermal.high = 0: image_conversions' defaults
+    assert core.validate_params({"thermal.low": -20.0, "thermal.high": 80.0}).thermal_range == (-20.0, 80.0)
+    assert cfg.postprocess == PostprocessConfig()
+    custom = core.validate_params({"score_threshold": 0.25, "nms_iou": 0.5, "max_detections": 7}).postprocess
+    assert custom == PostprocessConfig(score_threshold=0.25, nms_iou=0.5, max_detections=7)
+
+
+def test_config_yaml_repeats_the_postprocess_defaults():
+    params = _yaml_params()
+    for name in core.DYNAMIC_PARAMS:
+        assert params[name] == getattr(PostprocessConfig(), name), name
 
 
 def test_runtime_updates():
@@ -227,7 +236,7 @@ def test_decode_image_checks_the_role():
                                    "thermal"), "empty"),
         (lambda: core.decode_image(_msg(np.zeros((2, 2), np.uint16), "mono16", height=4), "thermal"), "size"),
         (lambda: core.decode_image(_msg(np.zeros((2, 2), np.uint16), "mono16", step=2), "thermal"), "size"),
-        (lambda: core.thermal_to_unit(np.full((2, 2), np.nan, np.float32), "32FC1", "fixed", None), "nan"),
+        (lambda: thermal_to_float(np.full((2, 2), np.nan, np.float32), "32FC1"), "nan"),
         (lambda: core.decode_compressed("jpeg", b"not a jpeg", "rgb"), "decode"),
     ],
 )
@@ -277,26 +286,6 @@ def test_pixel_limit_rejects_declared_sizes_before_decoding():
         core.validate_params({"max_image_pixels": 0})
 
 
-def test_to_rgb8():
-    rgb = np.random.default_rng(0).integers(0, 255, (4, 5, 3), dtype=np.uint8)
-    alpha = np.full((4, 5, 1), 7, np.uint8)
-    np.testing.assert_array_equal(core.to_rgb8(rgb, "rgb8"), rgb)
-    np.testing.assert_array_equal(core.to_rgb8(rgb[:, :, ::-1], "bgr8"), rgb)
-    np.testing.assert_array_equal(core.to_rgb8(np.concatenate([rgb[:, :, ::-1], alpha], 2), "bgra8"), rgb)
-    np.testing.assert_array_equal(core.to_rgb8(np.concatenate([rgb, alpha], 2), "rgba8"), rgb)
-    mono = core.to_rgb8(rgb[:, :, 0], "mono8")
-    assert mono.shape == (4, 5, 3) and mono.flags.c_contiguous and (mono[:, :, 2] == rgb[:, :, 0]).all()
-    with pytest.raises(ImageConversionError):
-        core.to_rgb8(rgb, "yuv422")
-
-
-def test_thermal_normalisation_uses_the_range():
-    frame = np.array([[25315, 30315, 35315, 40000]], np.uint16)
-    np.testing.assert_allclose(core.thermal_to_unit(frame, "mono16", "fixed", (25315.0, 35315.0)), [[0, 0.5, 1, 1]])
-    kelvin = np.array([[253.15, 303.15, 353.15]], np.float32)
-    np.testing.assert_allclose(core.thermal_to_unit(kelvin, "32FC1", "fixed", None), [[0, 0.5, 1]], atol=1e-5)
-
-
 def test_pair_geometry():
     assert core.check_pair_geometry((512, 640), (512, 640), True, 0.02) is None
     assert core.check_pair_geometry((256, 320), (1024, 1280), True, 0.02) is None  # same aspect: resized
@@ -309,13 +298,12 @@ def test_pair_geometry():
 def test_slot_keeps_only_the_latest_item():
     slot = core.LatestSlot()
     assert slot.take(timeout=0.01) is None
-    assert slot.put("a") is None
-    assert slot.put("b") == "a" and slot.dropped == 1
-    assert slot.put("c") == "b" and slot.dropped == 2
-    assert slot.take(timeout=0) == "c" and not slot.pending
-    assert slot.put("d") is None and slot.dropped == 2  # the slot was empty: no drop
-    assert slot.clear() and slot.take(timeout=0) is None
-    assert slot.put_count == 4
+    for item in "abc":
+        slot.put(item)
+    assert slot.dropped == 2  # a and b were replaced before the worker took them
+    assert slot.take(timeout=0) == "c" and slot.take(timeout=0) is None
+    slot.put("d")
+    assert slot.dropped == 2 and slot.take(timeout=0) == "d"  # the slot was empty: no drop
 
 
 def test_slot_close_wakes_a_waiting_worker():
@@ -494,10 +482,11 @@ def test_overlays():
     assert out.any() and not image.any()
 
 
-def test_engine_options_carry_threads_and_spinning():
+def test_engine_options_carry_only_what_is_set():
     defaults = {spec.name: spec.default for spec in core.PARAMS}
     options = core.engine_options(core.validate_params(defaults))
-    assert options["allow_spinning"] is False and "num_threads" not in options
+    assert set(options) == {"postprocess", "registration"}  # no CPU option a backend could refuse
+    assert options["postprocess"] == PostprocessConfig()
     options = core.engine_options(core.validate_params({**defaults, "num_threads": 1,
                                                         "onnxruntime.allow_spinning": True}))
-    assert options["allow_spinning"] is True and options["intra_op_threads"] == options["num_threads"] == 1
+    assert options["allow_spinning"] is True and options["num_threads"] == 1

@@ -622,9 +622,11 @@ TRAINED_MODEL = Path(os.environ.get("FUSION_TEST_TRAINED_MODEL") or ROOT / "fusi
                     reason=f"{TRAINED_MODEL} does not exist yet (the bundled model is written when training "
                            "finishes)")
 def test_trained_model_finds_generator_objects_at_night(tmp, domain, client):
+    import torch
+
     from fusion_ros.classes import load_classes
-    from fusion_ros.postprocess import box_iou
     from fusion_ros.synthetic import SceneGenerator
+    from training.losses import box_iou_xyxy
 
     proc = NodeProcess(tmp, "fusion_trained", ["-r", "__ns:=/trained", "-p", "lifecycle:=false",
                                                "-p", f"model_path:={TRAINED_MODEL}", "-p", "backend:=torch",
@@ -668,7 +670,7 @@ def test_trained_model_finds_generator_objects_at_night(tmp, domain, client):
                                  c.x + det.bbox.size_x / 2, c.y + det.bbox.size_y / 2]], np.float32)
                 if len(gt_boxes) == 0:
                     continue
-                ious = box_iou(box, gt_boxes)[0]
+                ious = box_iou_xyxy(torch.from_numpy(box), torch.from_numpy(gt_boxes))[0].tolist()
                 if any(iou > 0.5 and gt_labels[j] == hyp.class_id for j, iou in enumerate(ious)):
                     matched += 1
         print(f"trained model: {matched} detections match one of {total} generator boxes in {len(got)} frames")

@@ -1,8 +1,8 @@
-"""ApproximateTime / ExactTime synchronisers: hand-worked sequences and properties on simulated streams."""
+"""The ApproximateTime synchroniser: hand-worked sequences and properties on simulated streams."""
 import numpy as np
 import pytest
 
-from fusion_ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
+from fusion_ros.sync import ApproximateTimeSynchronizer
 
 A, B = 0, 1
 
@@ -198,18 +198,6 @@ def test_bad_arguments():
         ApproximateTimeSynchronizer(2).add(2, 0.0, None)
     with pytest.raises(ValueError, match="finite"):
         ApproximateTimeSynchronizer(2).add(0, float("nan"), None)
-
-
-def test_exact_time():
-    sync = ExactTimeSynchronizer(2, queue_size=3)
-    assert _feed(sync, [(A, 1.0), (B, 1.0)]) == [((A, 1.0), (B, 1.0))]
-    # a2.0 never gets a partner: when (2.1) completes, the older incomplete stamp is dropped
-    assert _feed(sync, [(A, 2.0), (A, 2.1), (B, 2.1)]) == [((A, 2.1), (B, 2.1))]
-    assert sync.stats.dropped == [1, 0]
-    # more than queue_size waiting stamps: the oldest is dropped
-    assert _feed(sync, [(A, 3.0), (A, 3.1), (A, 3.2), (A, 3.3)]) == [] and sync.stats.dropped == [2, 0]
-    assert _feed(sync, [(B, 3.0)]) == []  # 3.0 was dropped, so this is a lone new stamp
-    assert sync.stats.sets == 2 and sync.stats.max_skew == 0.0 and _accounted(sync)
 
 
 def test_random_histories_never_crash_and_account_for_every_message():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, fcos_points
-from fusion_ros.postprocess import decode_detections
+from fusion_ros.postprocess import PostprocessConfig, decode_detections
 from fusion_ros.yolox import YOLOXNano
 from training import losses as L
 
@@ -65,7 +65,7 @@ def test_outputs_cover_the_fcos_points_of_any_input_size(size):
     widths = out.box_ltrb[..., 0] + out.box_ltrb[..., 2]
     assert bool((widths > 0).all())  # l + r is the box width: always positive, even where l or r is negative
     dets = decode_detections(out.cls_logits[0].numpy(), out.box_ltrb[0].numpy(), out.centerness[0].numpy(),
-                             (height, width), score_threshold=0.0)
+                             (height, width), PostprocessConfig(score_threshold=0.0))
     assert len(dets) > 0
 
 
@@ -122,7 +122,7 @@ def test_yolox_loss_teaches_the_detector_one_object():
     with torch.no_grad():
         out = model(thermal, rgb)
     dets = decode_detections(out.cls_logits[0].numpy(), out.box_ltrb[0].numpy(), out.centerness[0].numpy(), (64, 64),
-                             score_threshold=0.2)
+                             PostprocessConfig(score_threshold=0.2))
     assert len(dets) >= 1 and dets.labels[0] == 1
     iou = L.box_iou_xyxy(torch.from_numpy(dets.boxes[:1]), batch["boxes"][0])[0, 0]
     assert iou > 0.5, (dets.boxes[0], logs)

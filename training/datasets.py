@@ -111,7 +111,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -871,7 +871,7 @@ class _PseudoLabeler:
             thresholds.append(p["min_score"])
         self.floor = min(thresholds)
         options = {**core.engine_options(s["node_cfg"]), "registration": None}  # pairs arrive registered
-        options["score_threshold"] = self.floor
+        options["postprocess"] = replace(options["postprocess"], score_threshold=self.floor)
         self.engine = create_engine(p["model"], backend=p["backend"], device=p["device"], **options)
         det_index = {n: i for i, n in enumerate(s["det_classes"])}
         self.det_lut = np.array([det_index.get(n, -1) for n in self.engine.det_classes], np.int64)
@@ -892,11 +892,9 @@ class _PseudoLabeler:
 
         pair = self.engine.preprocessor(thermal_on_rgb, rgb)
         out = self.engine.run_raw(pair.thermal[None], pair.rgb[None])
-        post = self.engine.postprocess_config
         net = self.engine.input_size
         dets = decode_detections(out["cls_logits"][0], out["box_ltrb"][0], out["centerness"][0], net,
-                                 score_threshold=self.floor, nms_iou=post.nms_iou,
-                                 max_detections=post.max_detections, pre_nms_top_k=post.pre_nms_top_k)
+                                 self.engine.postprocess_config)  # scores down to self.floor
         labels = self.det_lut[dets.labels] if len(dets) else np.zeros(0, np.int64)
         keep = labels >= 0
         boxes = scale_boxes(dets.boxes, net, pair.rgb_size)[keep]

@@ -35,9 +35,10 @@ from tqdm import tqdm
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.classes import load_classes
 from fusion_ros.engine.sidecar import sha256_file
+from fusion_ros.image_conversions import THERMAL_RANGE_CENTIKELVIN
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
-from fusion_ros.postprocess import decode_detections, segmentation_mask
+from fusion_ros.postprocess import PostprocessConfig, decode_detections, segmentation_mask
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.data import NO_LABEL, build_dataset, collate
@@ -102,7 +103,7 @@ class Trainer:
         model_cfg = ModelConfig.from_dict(
             {**cfg["model"], "num_det_classes": len(self.det_classes), "num_seg_classes": len(self.seg_classes)}
         )
-        self.thermal_range = tuple(cfg["data"].get("thermal_range", (25315.0, 35315.0)))
+        self.thermal_range = tuple(cfg["data"].get("thermal_range", THERMAL_RANGE_CENTIKELVIN))
         self.model = FusedPerceptionNet(model_cfg).to(self.device)
         self.init_from = None  # {"path", "sha256"} of the model a fine-tune started from
         self.detector_init = None  # what seeded the detector (detector_init: a COCO-pretrained YOLOX-nano ONNX)
@@ -353,7 +354,7 @@ class Trainer:
             cls_logits, box_ltrb, centerness, seg_logits = self.model.perceive(fused)
             h, w = s["thermal"].shape[-2:]
             dets = decode_detections(cls_logits[0].cpu().numpy(), box_ltrb[0].cpu().numpy(),
-                                     centerness[0].cpu().numpy(), (h, w), score_threshold=0.05)
+                                     centerness[0].cpu().numpy(), (h, w), PostprocessConfig(score_threshold=0.05))
             preds.append((dets.boxes, dets.scores, dets.labels))
             gts.append((s["boxes"].numpy(), s["labels"].numpy()))
             if s["mask"] is not None:

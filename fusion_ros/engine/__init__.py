@@ -1,7 +1,7 @@
 """Fused-perception engines: one interface, three backends (TensorRT, ONNX Runtime, PyTorch).
 
-    from fusion_ros.engine import create_engine
-    engine = create_engine("model.onnx", backend="auto", intra_op_threads=2, score_threshold=0.4)
+    from fusion_ros.engine import PostprocessConfig, create_engine
+    engine = create_engine("model.onnx", backend="auto", num_threads=2, postprocess=PostprocessConfig(0.5))
     result = engine.infer(thermal_u16, rgb_u8)      # -> Perception(fused, detections, segmentation, timings)
     engine.set_thresholds(score_threshold=0.5)      # at run time
 
@@ -9,13 +9,17 @@ Artifacts: a model file (.pt, torch), its export (.onnx + .onnx.json, onnxruntim
 from that (.engine + .engine.json, tensorrt). Given any of them, "auto" picks the fastest that can run
 here: tensorrt (a matching engine beside it, TensorRT importable, a CUDA GPU) > onnxruntime (CUDA EP when
 available) > torch (CUDA when available).
+
+Loading an ONNX export with onnxruntime pulls in neither torch nor the model code; torch is imported only
+by the torch backend and by the TensorRT one (its CUDA buffers and stream are torch's).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from ..postprocess import Detections
+from ..paths import DEFAULT_MODEL
+from ..postprocess import Detections, PostprocessConfig
 from .base import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -27,7 +31,6 @@ from .base import (
     ModelFileError,
     ModelInfo,
     Perception,
-    PostprocessConfig,
     SidecarError,
 )
 
@@ -42,13 +45,13 @@ MODEL_SUFFIXES = (".pt", ".pth")
 log = logging.getLogger(__name__)
 
 
-def _cuda_available() -> bool:
+def _torch_sees_cuda() -> bool:
+    """Whether torch has a CUDA GPU here (only asked when a torch or TensorRT backend is in play)."""
     try:
         import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
+    except ImportError:
         return False
+    return torch.cuda.is_available()
 
 
 def _sha_matches(path: Path, sha: str | None) -> bool:
@@ -125,22 +128,25 @@ def _make(backend: str, artifact: Path, device: str, opts: dict) -> Engine:
     return TorchEngine(artifact, device=device, **opts)
 
 
-_COMMON_OPTIONS = {
-    "input_size", "score_threshold", "nms_iou", "max_detections", "pre_nms_top_k", "thermal_mode",
-    "thermal_range", "registration",
-}
-
-# options that only one backend understands; dropped silently for the others so callers can pass one
-# option set to "auto" (e.g. intra_op_threads for onnxruntime and num_threads for torch)
+_COMMON_OPTIONS = {"input_size", "postprocess", "registration"}
+# the options each backend takes besides the common ones; any other option is an error, never dropped
 _BACKEND_OPTIONS = {
     "onnxruntime": {
-        "intra_op_threads", "inter_op_threads", "allow_spinning", "use_tensorrt_ep", "trt_cache_dir",
-        "verify_checksum", "fp16",
+        "num_threads", "inter_op_threads", "allow_spinning", "use_tensorrt_ep", "trt_cache_dir", "verify_checksum",
+        "fp16",
     },
     "torch": {"num_threads", "fp16"},
     "tensorrt": {"check_compat"},
 }
 _ALL_BACKEND_OPTIONS = set().union(*_BACKEND_OPTIONS.values())
+
+
+def _check_options(backend: str, opts: dict) -> None:
+    ignored = sorted(set(opts) - _COMMON_OPTIONS - _BACKEND_OPTIONS[backend])
+    if ignored:
+        takes = ", ".join(sorted(_COMMON_OPTIONS | _BACKEND_OPTIONS[backend]))
+        raise EngineError(f"engine option(s) {', '.join(ignored)} not used by the {backend} backend (it takes: "
+                          f"{takes}); leave them out for {backend}")
 
 
 def create_engine(
@@ -152,16 +158,13 @@ def create_engine(
     """Load `model` (.pt / .onnx / .engine; default: the bundled model) with `backend` on `device`.
 
     backend: "auto" | "tensorrt" | "onnxruntime" | "torch". device: "cpu" | "cuda" | None (auto: cuda when
-    the chosen backend can use a GPU here). Other keyword options: input_size=(h, w), score_threshold,
-    nms_iou, max_detections, pre_nms_top_k, thermal_mode ("fixed"/"auto"), thermal_range=(low, high),
-    registration (Registration or its config dict), and per backend: intra_op_threads / inter_op_threads /
-    allow_spinning / use_tensorrt_ep / fp16 (onnxruntime), num_threads / fp16 (torch), check_compat (tensorrt).
+    the chosen backend can use a GPU here). Other keyword options: input_size=(h, w), postprocess
+    (PostprocessConfig), registration (Registration or its config dict), and per backend: num_threads /
+    inter_op_threads / allow_spinning / use_tensorrt_ep / trt_cache_dir / verify_checksum / fp16 (onnxruntime),
+    num_threads / fp16 (torch), check_compat (tensorrt). An option the backend that is to run does not use
+    raises EngineError (a ValueError) naming it, with backend="auto" too.
     """
-    if model is None:
-        from ..checkpoint import DEFAULT_MODEL
-
-        model = DEFAULT_MODEL
-    path = Path(model)
+    path = Path(DEFAULT_MODEL if model is None else model)
     if backend not in ("auto", *BACKENDS):
         raise EngineError(f"unknown backend {backend!r}: use one of auto, {', '.join(BACKENDS)}")
     if device not in (None, "cpu", "cuda"):
@@ -172,10 +175,6 @@ def create_engine(
     if unknown:
         raise EngineError(f"unknown engine option(s) {sorted(unknown)}")
     found = resolve_artifacts(path)
-    cuda = _cuda_available()
-
-    def options_for(name: str) -> dict:
-        return {k: v for k, v in opts.items() if k in _COMMON_OPTIONS or k in _BACKEND_OPTIONS[name]}
 
     def device_for(name: str) -> str:
         if device is not None:
@@ -186,7 +185,7 @@ def create_engine(
             from .onnxruntime_backend import available_providers
 
             return "cuda" if "CUDAExecutionProvider" in available_providers() else "cpu"
-        return "cuda" if cuda else "cpu"
+        return "cuda" if _torch_sees_cuda() else "cpu"
 
     if backend != "auto":
         if backend == "tensorrt":
@@ -200,17 +199,19 @@ def create_engine(
                 "torch": "pass the .pt model file (the ONNX sidecar's source_model is missing or changed)",
             }[backend]
             raise BackendUnavailableError(f"backend '{backend}' has nothing to run for {path}; {hint}")
-        return _make(backend, found[backend], device_for(backend), options_for(backend))
+        _check_options(backend, opts)
+        return _make(backend, found[backend], device_for(backend), opts)
 
     reasons: list[str] = []
     candidates = [name for name in BACKENDS if name in found]
     for index, name in enumerate(candidates):
         last = index == len(candidates) - 1
-        if name == "tensorrt" and (device == "cpu" or not cuda) and not last:
+        if name == "tensorrt" and not last and (device == "cpu" or not _torch_sees_cuda()):
             reasons.append(f"tensorrt: {'device=cpu' if device == 'cpu' else 'no CUDA GPU'}")
             continue
+        _check_options(name, opts)
         try:
-            engine = _make(name, found[name], device_for(name), options_for(name))
+            engine = _make(name, found[name], device_for(name), opts)
         except EngineError as exc:  # unavailable, stale/corrupt artifact, ...: fall back, say why
             if last:
                 raise

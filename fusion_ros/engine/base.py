@@ -16,8 +16,16 @@ from typing import Sequence
 
 import numpy as np
 
-from ..postprocess import Detections, decode_detections, segmentation_mask
-from ..preprocess import PreparedPair, PreprocessError, Preprocessor, fused_to_image, mask_to_size, scale_boxes
+from ..postprocess import Detections, PostprocessConfig, decode_detections, segmentation_mask
+from ..preprocess import (
+    FUSED_ENCODINGS,
+    PreparedPair,
+    PreprocessError,
+    Preprocessor,
+    fused_to_image,
+    mask_to_size,
+    scale_boxes,
+)
 
 # Names and order of the exported graph's inputs and outputs (fused_y stays inside: only training uses it).
 INPUT_NAMES = ("thermal", "rgb")
@@ -64,39 +72,12 @@ class ModelInfo:
     source: str = ""  # the file it came from
 
 
-# -------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class PostprocessConfig:
-    score_threshold: float = 0.4
-    nms_iou: float = 0.6
-    max_detections: int = 100
-    pre_nms_top_k: int = 1000
-
-    def validate(self) -> "PostprocessConfig":
-        """A checked copy with normalised types (ROS parameters may hand over 100.0 for an int)."""
-        try:
-            checked = PostprocessConfig(
-                float(self.score_threshold), float(self.nms_iou), int(self.max_detections), int(self.pre_nms_top_k)
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"post-processing settings must be numbers: {exc}") from None
-        if not 0.0 <= checked.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= checked.nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
-        if checked.max_detections < 1 or checked.pre_nms_top_k < 1:
-            raise ValueError(
-                f"max_detections and pre_nms_top_k must be >= 1, got {self.max_detections}, {self.pre_nms_top_k}"
-            )
-        return checked
-
-
 # --------------------------------------------------------------------------------------------- result
 @dataclass
 class Perception:
     """One frame's result, in the INPUT RGB image's pixel grid."""
 
-    fused: np.ndarray  # (H, W, 3) uint8 RGB
+    fused: np.ndarray  # (H, W, 3) uint8, RGB (or BGR when infer was asked for fused_encoding="bgr8")
     detections: Detections  # boxes x1, y1, x2, y2 in input RGB pixels
     segmentation: np.ndarray  # (H, W) uint8 class ids
     timings: dict[str, float] = field(default_factory=dict)  # pre / infer / post, milliseconds
@@ -118,12 +99,7 @@ class Engine(ABC):
         info: ModelInfo,
         *,
         input_size: tuple[int, int] | None = None,
-        score_threshold: float = 0.4,
-        nms_iou: float = 0.6,
-        max_detections: int = 100,
-        pre_nms_top_k: int = 1000,
-        thermal_mode: str = "fixed",
-        thermal_range: tuple[float, float] | None = None,
+        postprocess: PostprocessConfig | None = None,
         registration=None,
     ):
         self.info = info
@@ -136,13 +112,10 @@ class Engine(ABC):
                 f"(HxW); it cannot run at {size[0]}x{size[1]}: re-export with --dynamic or another --size"
             )
         self.input_size: tuple[int, int] = size
-        self.preprocessor = Preprocessor(
-            size,
-            thermal_range=thermal_range or info.thermal_range,
-            thermal_mode=thermal_mode,
-            registration=registration,
-        )
-        self._post = PostprocessConfig(score_threshold, nms_iou, max_detections, pre_nms_top_k).validate()
+        self.preprocessor = Preprocessor(size, thermal_range=info.thermal_range, registration=registration)
+        if postprocess is not None and not isinstance(postprocess, PostprocessConfig):
+            raise EngineError(f"postprocess must be a PostprocessConfig, got {type(postprocess).__name__}")
+        self._post = postprocess or PostprocessConfig()
         self._lock = threading.Lock()
         self.fallback_reasons: list[str] = []  # set by create_engine(backend="auto"): backends skipped and why
 
@@ -177,27 +150,33 @@ class Engine(ABC):
             ).items()
             if v is not None
         }
-        new = replace(self._post, **updates).validate()
-        self._post = new
-        return new
+        self._post = replace(self._post, **updates)  # checked by PostprocessConfig
+        return self._post
 
     def set_registration(self, registration) -> None:
         self.preprocessor.set_registration(registration)
 
     # ------------------------------------------------------------------------------- inference
-    def infer(self, thermal: np.ndarray, rgb: np.ndarray) -> Perception:
-        """thermal H×W (uint8 / uint16 / float 0..1), rgb H×W×3 uint8 RGB -> Perception at the rgb size."""
-        return self.infer_batch([thermal], [rgb])[0]
+    def infer(self, thermal: np.ndarray, color: np.ndarray, *, color_encoding: str = "rgb8",
+              fused_encoding: str = "rgb8") -> Perception:
+        """thermal H×W (float 0..1, or raw uint8 / uint16 counts), color H×W[×C] uint8 in ``color_encoding``
+        (image_conversions.COLOR_ENCODINGS) -> Perception at the colour image's size, the fused image in
+        ``fused_encoding`` (rgb8 or bgr8). Colour order is converted once, at the network size."""
+        return self.infer_batch([thermal], [color], color_encoding=color_encoding, fused_encoding=fused_encoding)[0]
 
-    def infer_batch(self, thermals: Sequence[np.ndarray], rgbs: Sequence[np.ndarray]) -> list[Perception]:
+    def infer_batch(self, thermals: Sequence[np.ndarray], colors: Sequence[np.ndarray], *,
+                    color_encoding: str = "rgb8", fused_encoding: str = "rgb8") -> list[Perception]:
         """Several pairs in one network call (a fixed batch-1 graph runs them one after the other)."""
-        if len(thermals) != len(rgbs) or not len(thermals):
+        if len(thermals) != len(colors) or not len(thermals):
             raise InputError(
-                f"infer_batch needs equally many (>= 1) thermal and rgb frames, got {len(thermals)} and {len(rgbs)}"
+                f"infer_batch needs equally many (>= 1) thermal and colour frames, got {len(thermals)} and "
+                f"{len(colors)}"
             )
+        if fused_encoding not in FUSED_ENCODINGS:
+            raise InputError(f"fused_encoding must be one of {', '.join(FUSED_ENCODINGS)}, got '{fused_encoding}'")
         t0 = time.perf_counter()
         try:
-            pairs = [self.preprocessor(t, r) for t, r in zip(thermals, rgbs)]
+            pairs = [self.preprocessor(t, c, color_encoding) for t, c in zip(thermals, colors)]
         except PreprocessError as exc:
             raise InputError(f"{self.backend} engine input: {exc}") from None
         thermal_batch = np.stack([p.thermal for p in pairs])
@@ -206,7 +185,7 @@ class Engine(ABC):
         outputs = self._run_batched(thermal_batch, rgb_batch)
         t2 = time.perf_counter()
         post = self._post
-        results = [self._postprocess(outputs, i, pair, post) for i, pair in enumerate(pairs)]
+        results = [self._postprocess(outputs, i, pair, post, fused_encoding) for i, pair in enumerate(pairs)]
         t3 = time.perf_counter()
         n = len(pairs)
         timings = {"pre": (t1 - t0) * 1e3 / n, "infer": (t2 - t1) * 1e3 / n, "post": (t3 - t2) * 1e3 / n}
@@ -232,22 +211,16 @@ class Engine(ABC):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _postprocess(
-        self, outputs: dict[str, np.ndarray], index: int, pair: PreparedPair, post: PostprocessConfig
+        self, outputs: dict[str, np.ndarray], index: int, pair: PreparedPair, post: PostprocessConfig,
+        fused_encoding: str,
     ) -> Perception:
         net_size = self.input_size
         dets = decode_detections(
-            outputs["cls_logits"][index],
-            outputs["box_ltrb"][index],
-            outputs["centerness"][index],
-            net_size,
-            score_threshold=post.score_threshold,
-            nms_iou=post.nms_iou,
-            max_detections=post.max_detections,
-            pre_nms_top_k=post.pre_nms_top_k,
+            outputs["cls_logits"][index], outputs["box_ltrb"][index], outputs["centerness"][index], net_size, post
         )
         dets = Detections(scale_boxes(dets.boxes, net_size, pair.rgb_size), dets.scores, dets.labels)
         return Perception(
-            fused=fused_to_image(outputs["fused"][index], pair.rgb_size),
+            fused=fused_to_image(outputs["fused"][index], pair.rgb_size, fused_encoding),
             detections=dets,
             segmentation=mask_to_size(segmentation_mask(outputs["seg_logits"][index]), pair.rgb_size),
             backend=self.backend,

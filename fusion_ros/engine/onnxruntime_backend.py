@@ -1,5 +1,5 @@
-"""ONNX Runtime backend: CPU (intra-op thread count configurable), CUDA and TensorRT execution providers
-when the installed onnxruntime build has them (onnxruntime-gpu)."""
+"""ONNX Runtime backend: CPU (num_threads: the intra-op pool), CUDA and TensorRT execution providers when
+the installed onnxruntime build has them (onnxruntime-gpu)."""
 from __future__ import annotations
 
 import logging
@@ -53,7 +53,7 @@ class OnnxRuntimeEngine(Engine):
         onnx_path: str | Path,
         device: str = "cpu",
         *,
-        intra_op_threads: int | None = None,
+        num_threads: int | None = None,
         inter_op_threads: int | None = None,
         allow_spinning: bool = False,
         use_tensorrt_ep: bool = False,
@@ -80,8 +80,8 @@ class OnnxRuntimeEngine(Engine):
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.log_severity_level = 3
-        if intra_op_threads:
-            session_options.intra_op_num_threads = int(intra_op_threads)
+        if num_threads:  # ONNX Runtime's intra-op pool: where the graph's CPU work runs
+            session_options.intra_op_num_threads = int(num_threads)
         if inter_op_threads:
             session_options.inter_op_num_threads = int(inter_op_threads)
         # ORT's pool threads busy-wait after each run by default; in a node that runs a frame and then

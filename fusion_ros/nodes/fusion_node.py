@@ -31,7 +31,6 @@ import time
 import traceback
 from pathlib import Path
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -232,9 +231,9 @@ class FusionNode(LifecycleNode):
             self._fail_configure(str(core.ParamError(problems)))
             return TransitionCallbackReturn.FAILURE
 
-        from ..checkpoint import DEFAULT_MODEL
         from ..classes import load_classes
         from ..engine import EngineError, create_engine
+        from ..paths import DEFAULT_MODEL
 
         try:
             classes = load_classes(cfg["classes_file"] or None)
@@ -470,9 +469,10 @@ class FusionNode(LifecycleNode):
         cfg, engine = self._cfg, self._engine
         if cfg is None or engine is None:
             return
-        # decode, registration check, thermal normalisation, RGB conversion: shared with the bag evaluator
+        # decode, registration check, thermal normalisation: shared with the bag evaluator
         try:
-            thermal_unit, rgb8 = core.prepare_pair(cfg, engine.info.thermal_range, pair.thermal, pair.rgb)
+            thermal_unit, color, color_encoding = core.prepare_inputs(cfg, engine.info.thermal_range, pair.thermal,
+                                                                      pair.rgb)
         except core.PairRejected as exc:
             self._reject(exc.index, exc.reason, exc.message)
             return
@@ -482,7 +482,8 @@ class FusionNode(LifecycleNode):
         started = time.perf_counter()
         prepare_ms = (started - taken_perf) * 1e3
         try:
-            result = engine.infer(thermal_unit, rgb8)
+            # colour order is fixed once, at the network size; the fused image comes back ready to publish
+            result = engine.infer(thermal_unit, color, color_encoding=color_encoding, fused_encoding="bgr8")
         except InputError as exc:
             self._reject(THERMAL, "engine_input", str(exc))
             return
@@ -497,11 +498,8 @@ class FusionNode(LifecycleNode):
             pubs = self._pubs
             if not pubs:
                 return  # deactivated meanwhile
-            fused_bgr = None
-            if "fused" in pubs or "det_image" in pubs:
-                fused_bgr = cv2.cvtColor(result.fused, cv2.COLOR_RGB2BGR)
             if "fused" in pubs:
-                pubs["fused"].publish(ros_convert.image_msg(fused_bgr, "bgr8", header))
+                pubs["fused"].publish(ros_convert.image_msg(result.fused, "bgr8", header))
             if "detections" in pubs:
                 pubs["detections"].publish(ros_convert.detections_msg(result.detections, self._det_names, header))
             if "mask" in pubs:
@@ -510,7 +508,7 @@ class FusionNode(LifecycleNode):
                 color = core.colorize_mask(result.segmentation, self._seg_colors)
                 pubs["seg_color"].publish(ros_convert.image_msg(color, "bgr8", header))
             if "det_image" in pubs:
-                overlay = core.render_detections(fused_bgr, result.detections, self._det_names, self._det_colors)
+                overlay = core.render_detections(result.fused, result.detections, self._det_names, self._det_colors)
                 pubs["det_image"].publish(ros_convert.image_msg(overlay, "bgr8", header))
         done = time.monotonic()
         self._last_output = done
