@@ -77,6 +77,7 @@ OUTPUT_TOPICS = {
     "overlay": topics.absolute(topics.DETECTION_IMAGE_TOPIC),
 }
 OUTPUT_BAG = "annotated"
+OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png", OUTPUT_BAG)
 IGNORE = 255  # segmentation ground truth: pixels of classes the model does not have
 GT_WINDOW_NS = 5_000_000_000  # a prediction or ground truth waits this long (log time) for its partner
 MAX_PENDING_MASKS = 32
@@ -296,8 +297,7 @@ class BagEvaluator:
 
     # ------------------------------------------------------------------------------------ set-up
     def _prepare_out(self) -> Path:
-        names = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png", OUTPUT_BAG)
-        return prepare_output_dir(Path(self.opts.out), names, self.opts.overwrite, BagError)
+        return prepare_output_dir(Path(self.opts.out), OUTPUT_FILES, self.opts.overwrite, BagError)
 
     def run(self) -> dict:
         opts = self.opts
