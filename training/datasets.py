@@ -51,7 +51,7 @@ With an own split, ``heldout`` is ``heldout_fraction`` of the training split (sa
 An empty split is an error.
 
 kind: bag (rosbag2 recordings; retraining a deployed model from them: training/retrain.py)
-- Pairs: the bag is streamed through the node's own input path (``fusion_ros.bag.reader.synced_pairs``:
+- Pairs: the bag is streamed through the node's own input path (``fusion_ros.bag.pairing.synced_pairs``:
   node_core's decode, ApproximateTime synchroniser and ``prepare_pair``), configured by ``node:
   {params_file: config/fusion.yaml, params: {sync.slop: 0.05, registration.mode: homography, ...}}``
   (the node's parameters: sync, thermal normalisation and registration as on the vehicle). Topics:
@@ -751,7 +751,7 @@ def _pseudo_settings(cfg: dict) -> dict | None:
 
 def _bag_settings(cfg: dict, thermal_range, classes: ClassConfig) -> dict:
     """The validated settings a bag cache depends on (everything in its key) plus run-only options."""
-    from fusion_ros.bag.evaluate import load_node_params
+    from fusion_ros.node_params import load_node_params
 
     topics = {**BAG_TOPIC_DEFAULTS, **(cfg.get("topics") or {})}
     unknown = set(topics) - set(BAG_TOPIC_DEFAULTS)
@@ -942,14 +942,14 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
 
     from tqdm import tqdm
 
-    from fusion_ros.bag.reader import (DETECTION2D_ARRAY, IMAGE, IMAGE_TYPES, BagError, BagReader, PairStreamStats,
-                                       SyncedPair, detections_from_message, stamp_of, synced_pairs)
+    from fusion_ros.bag.pairing import PairStreamStats, SyncedPair, synced_pairs
+    from fusion_ros.bag.reader import (DETECTION2D_ARRAY, IMAGE, IMAGE_TYPES, BagError, BagReader,
+                                       detections_from_message, stamp_of)
     from fusion_ros.dataset_layout import IR_DIR, LABEL_DIR, MASK_DIR, VI_DIR, write_meta, write_voc_xml
     from fusion_ros.image_conversions import ImageConversionError, image_to_array
 
     topics = s["topics"]
     det_names, seg_names = s["det_classes"], s["seg_classes"]
-    det_index = {n: i for i, n in enumerate(det_names)}
     with BagReader(bag) as reader:
         if reader.message_count == 0:
             raise BagError(f"{bag} is empty: no messages (topics: {reader.describe_topics()})")
@@ -994,7 +994,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
                         break
                     stamp = stamp_of(item.msg.header)
                     if item.topic == gt_det:
-                        gt_boxes[stamp] = _gt_detections(detections_from_message(item.msg), det_index, s, counts,
+                        gt_boxes[stamp] = _gt_detections(detections_from_message(item.msg), det_names, s, counts,
                                                          f"{bag}: {gt_det} at stamp {stamp}")
                         continue
                     try:
@@ -1127,26 +1127,17 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
     return info
 
 
-def _gt_detections(parsed, det_index: dict, s: dict, counts: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """A Detection2DArray's (boxes, class_ids, scores) -> (boxes, label indices): class_map first, then the
-    class list by name (or a numeric class_id); unknown names are an error unless unknown_classes: ignore."""
+def _gt_detections(parsed, det_names, s: dict, counts: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A Detection2DArray's (boxes, class_ids, scores) -> (boxes, label indices) by the bag evaluator's class
+    mapping after ``class_map``; an unknown name is an error unless unknown_classes: ignore (then counted)."""
+    from fusion_ros.bag.ground_truth import class_labels
+
     boxes, names, _ = parsed
-    keep, labels = [], []
-    for i, raw in enumerate(names):
-        name = s["class_map"][raw] if raw in s["class_map"] else raw
-        if name is None:
-            continue
-        label = det_index.get(name)
-        if label is None and name.isdigit() and int(name) < len(det_index):
-            label = int(name)
-        if label is None:
-            if s["unknown_classes"] != "ignore":
-                raise ValueError(f"{where}: class {raw!r} is not in the class list ({', '.join(det_index)}); map it "
-                                 "with data.class_map or set data.unknown_classes: ignore")
-            counts["gt_unknown_classes"][raw] = counts["gt_unknown_classes"].get(raw, 0) + 1
-            continue
-        keep.append(i)
-        labels.append(label)
+    unknown = counts["gt_unknown_classes"] if s["unknown_classes"] == "ignore" else None
+    try:
+        keep, labels = class_labels(names, det_names, s["class_map"], unknown, where)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; map it with data.class_map or set data.unknown_classes: ignore") from None
     return boxes[keep].reshape(-1, 4), np.asarray(labels, np.int64)
 
 
