@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fusion_ros.image_conversions import thermal_to_float
+from training.samples import NO_LABEL, to_sample  # noqa: F401  (the trainer imports NO_LABEL from here)
 
-NO_LABEL = 255
 # The condition mix of the night+fog-heavy hold-out that benchmarks and model cards report.
 NIGHT_FOG_HOLDOUT = {"night": 0.5, "fog": 0.4, "glare": 0.1}
 
@@ -32,21 +31,6 @@ class Augment:
     crop: tuple[int, int] | None = None  # (height, width) random crop; None keeps the full frame
     hflip: bool = True
     min_box_pixels: float = 16.0  # boxes cut down below this area by a crop are dropped
-
-
-def to_sample(thermal, rgb, boxes, labels, mask, name, thermal_range) -> dict:
-    """numpy pair (thermal uint16/uint8 HxW, rgb uint8 HxWx3 RGB) -> the tensor dict the trainer reads."""
-    encoding = "mono16" if thermal.dtype == np.uint16 else "mono8"
-    low, high = thermal_range if encoding == "mono16" else (None, None)
-    ir = thermal_to_float(thermal, encoding, "fixed", low, high)
-    return {
-        "thermal": torch.from_numpy(ir)[None],
-        "rgb": torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0),
-        "boxes": torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)),
-        "labels": torch.as_tensor(np.asarray(labels, np.int64).reshape(-1)),
-        "mask": None if mask is None else torch.from_numpy(mask.astype(np.int64)),
-        "name": name,
-    }
 
 
 def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
@@ -147,7 +131,12 @@ def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset
     from training.datasets import KINDS, build_real_dataset
 
     if kind in KINDS:
-        base = build_real_dataset(cfg, split, thermal_range, classes)
+        if kind == "bag":
+            from training.bag_datasets import build_bag_dataset
+
+            base = build_bag_dataset(cfg, split, thermal_range, classes)
+        else:
+            base = build_real_dataset(cfg, split, thermal_range, classes)
         if split in ("val", "test"):
             return base
         return EpochAugmented(base, aug, int(cfg.get("seed", 0)) + (0 if split == "train" else 1))
