@@ -362,7 +362,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
     from fusion_ros.bag.pairing import PairStreamStats, SyncedPair, synced_pairs
     from fusion_ros.bag.reader import (DETECTION2D_ARRAY, IMAGE, IMAGE_TYPES, BagError, BagReader,
                                        detections_from_message, stamp_of)
-    from fusion_ros.dataset_layout import IR_DIR, LABEL_DIR, MASK_DIR, VI_DIR, write_meta, write_voc_xml
+    from fusion_ros.dataset_layout import IR_DIR, LABEL_DIR, MASK_DIR, VI_DIR, clip_box, write_meta, write_voc_xml
     from fusion_ros.image_conversions import ImageConversionError, image_to_array
 
     topics = s["topics"]
@@ -488,11 +488,11 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
                     boxes, labels = boxes[keep], labels[keep]
                     for c in labels:
                         pseudo_counts[det_names[int(c)]] += 1
-                b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
-                b[:, 0::2] = b[:, 0::2].clip(0, w)
-                b[:, 1::2] = b[:, 1::2].clip(0, h)
-                write_voc_xml(tmp / LABEL_DIR / f"{name}.xml", name, w, h, b, labels, det_names)
-                entry["boxes"] = int(len(labels))
+                clipped = [clip_box(box, w, h)[0] for box in np.asarray(boxes, np.float64).reshape(-1, 4)]
+                kept = [i for i, box in enumerate(clipped) if box is not None]  # no area in the frame: no label
+                write_voc_xml(tmp / LABEL_DIR / f"{name}.xml", name, w, h, [clipped[i] for i in kept],
+                              np.asarray(labels).reshape(-1)[kept], det_names)
+                entry["boxes"] = len(kept)
             has_mask = seg_src == "pseudo" or (seg_src == "gt" and tuple(gt_masks.get(stamp, ())) == (h, w))
             if seg_src == "gt" and stamp in gt_masks and not has_mask:
                 counts["gt_mask_bad"] += 1
