@@ -6,8 +6,7 @@
       ir/NAME.png       thermal image, single channel. 16-bit PNG = radiometric counts (the synthetic
                         generator writes centikelvin, "TLinear": 29315 = 20 degC); 8-bit PNG for real
                         datasets that ship display-ready IR (M3FD, LLVIP, MSRS, ...).
-      vi/NAME.png       visible image, 8-bit colour PNG. On disk it is BGR (OpenCV convention);
-                        read_pair returns RGB. A grey visible image is expanded to 3 channels.
+      vi/NAME.png       visible image, 8-bit colour PNG, BGR on disk (OpenCV convention).
       labels/NAME.xml   Pascal VOC XML: <annotation><filename>, <size><width><height><depth>, then one
                         <object><name>CLASS</name><bndbox><xmin/><ymin/><xmax/><ymax/></bndbox></object>
                         per box. Coordinates are pixels read as-is (no 1-based shift); the generator
@@ -19,6 +18,9 @@
                          "samples": {NAME: CONDITION, ...}}
 
 NAME is the same stem in every folder (e.g. ``syn_0_000042``). ``ir/`` and ``vi/`` are pixel-registered.
+The trainer reads this layout (``data: kind: layout``, training/datasets.py). Every VOC file of the project
+(this layout, M3FD, LLVIP, labelled pair folders) is parsed by ``parse_voc_xml`` and its boxes checked and
+clipped to the image by ``clip_box``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -38,15 +41,6 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")
-
-
-def _read_png(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing image {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"could not decode image {path}")
-    return img
 
 
 def _fmt(v: float) -> str:
@@ -82,45 +76,90 @@ def write_voc_xml(path, name: str, width: int, height: int, boxes, labels, class
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
+class VocObject(NamedTuple):
+    name: str  # the class name as written
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax as written (pixels)
+    where: str  # "FILE object I (NAME)", for messages
+
+
+def parse_voc_xml(path, error: type[Exception] = ValueError) -> tuple[tuple[int, int] | None, list[VocObject]]:
+    """A Pascal VOC file -> (image size (height, width) from its <size>, None when absent; its objects).
+    The one VOC parser: malformed XML, a root other than <annotation>, an object without <name> or
+    <bndbox> and a missing or non-numeric coordinate raise ``error`` naming the file (and the object)."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise error(f"{path}: malformed VOC XML ({exc})") from None
+    if root.tag != "annotation":
+        raise error(f"{path}: malformed VOC XML (root element <{root.tag}>, expected <annotation>)")
+    size = None
+    try:
+        width, height = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
+        if width > 0 and height > 0:
+            size = (height, width)
+    except ValueError:
+        size = None
+    objects = []
+    for i, obj in enumerate(root.iter("object")):
+        where = f"{path} object {i}"
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            raise error(f"{where}: no <name>")
+        where = f"{where} ({name})"
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise error(f"{where}: no <bndbox>")
+        try:
+            box = tuple(float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+        except (TypeError, ValueError):
+            raise error(f"{where}: missing or non-numeric bndbox coordinate") from None
+        objects.append(VocObject(name, box, where))
+    return size, objects
+
+
+def clip_box(box, width: float | None, height: float | None) -> tuple[tuple | None, str]:
+    """A box (x1, y1, x2, y2) clipped to the width x height image -> (the clipped box, "") or (None, why it is
+    invalid: a non-finite coordinate, no area, nothing inside the image). No size: only the first two checks."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None, "non-finite coordinate"
+    if x2 <= x1 or y2 <= y1:
+        return None, f"empty box (width {x2 - x1:g}, height {y2 - y1:g})"
+    if width is None or height is None:
+        return (x1, y1, x2, y2), ""
+    clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, f"outside the {width:g}x{height:g} image"
+    return clipped, ""
+
+
 def read_voc_xml(path, class_names, class_map: dict | None = None, skip_unknown: bool = False):
     """Read a Pascal VOC file -> (boxes (N, 4) float32 xyxy, labels (N,) int64 indices into class_names).
 
     ``class_map`` renames dataset classes first (e.g. {"People": "person"}; a value of None drops that
-    class). An unknown class raises ValueError naming the file unless ``skip_unknown``. Malformed XML,
-    missing or non-numeric coordinates and boxes with xmax < xmin or ymax < ymin raise ValueError too.
+    class). An unknown class raises ValueError naming the file unless ``skip_unknown``. Boxes are clipped
+    to the image size the file states; a box left without area (or with a non-finite coordinate) and
+    malformed XML (``parse_voc_xml``) raise ValueError naming the file.
     """
-    path = Path(path)
     names = list(class_names)
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{path}: malformed VOC XML ({exc})") from exc
-    if root.tag != "annotation":
-        raise ValueError(f"{path}: malformed VOC XML (root element is <{root.tag}>, expected <annotation>)")
+    size, objects = parse_voc_xml(path)
+    height, width = size if size is not None else (None, None)
     boxes, labels = [], []
-    for i, obj in enumerate(root.iter("object")):
-        raw = (obj.findtext("name") or "").strip()
-        if not raw:
-            raise ValueError(f"{path}: object {i} has no <name>")
-        name = raw
-        if class_map is not None and raw in class_map:
-            name = class_map[raw]
+    for obj in objects:
+        name = obj.name
+        if class_map is not None and name in class_map:
+            name = class_map[name]
             if name is None:
                 continue
         if name not in names:
             if skip_unknown:
                 continue
-            raise ValueError(f"{path}: unknown class {raw!r} (known: {', '.join(names)})")
-        bb = obj.find("bndbox")
-        if bb is None:
-            raise ValueError(f"{path}: object {i} ({raw}) has no <bndbox>")
-        try:
-            x0, y0, x1, y1 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: object {i} ({raw}) has a missing or non-numeric bndbox coordinate") from exc
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 < x0 or y1 < y0:
-            raise ValueError(f"{path}: object {i} ({raw}) has an invalid box {x0, y0, x1, y1}")
-        boxes.append((x0, y0, x1, y1))
+            raise ValueError(f"{obj.where}: unknown class {obj.name!r} (known: {', '.join(names)})")
+        box, problem = clip_box(obj.box, width, height)
+        if box is None:
+            raise ValueError(f"{obj.where}: invalid box {obj.box}: {problem}")
+        boxes.append(box)
         labels.append(names.index(name))
     return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
 
@@ -138,48 +177,6 @@ def write_sample(root, sample, class_names=None) -> None:
     _write_png(root / MASK_DIR / f"{name}.png", np.ascontiguousarray(sample.mask))
     h, w = sample.rgb.shape[:2]
     write_voc_xml(root / LABEL_DIR / f"{name}.xml", name, w, h, sample.boxes, sample.labels, class_names)
-
-
-def read_pair(root, name: str):
-    """-> (ir, rgb): ir as stored (H, W uint16 or uint8; a 3-channel IR file is reduced to one channel),
-    rgb (H, W, 3) uint8 in RGB order."""
-    root = Path(root)
-    ir = _read_png(root / IR_DIR / f"{name}.png")
-    if ir.ndim == 3:
-        ir = cv2.cvtColor(ir, cv2.COLOR_BGRA2GRAY if ir.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    vi = _read_png(root / VI_DIR / f"{name}.png")
-    if vi.ndim == 2:
-        vi = cv2.cvtColor(vi, cv2.COLOR_GRAY2RGB)
-    elif vi.shape[2] == 4:
-        vi = cv2.cvtColor(vi, cv2.COLOR_BGRA2RGB)
-    else:
-        vi = cv2.cvtColor(vi, cv2.COLOR_BGR2RGB)
-    if vi.dtype != np.uint8:
-        raise ValueError(f"{root / VI_DIR / name}.png: visible image must be 8-bit, got {vi.dtype}")
-    if ir.shape[:2] != vi.shape[:2]:
-        raise ValueError(f"{name}: ir {ir.shape[:2]} and vi {vi.shape[:2]} sizes differ")
-    return ir, vi
-
-
-def read_mask(root, name: str) -> np.ndarray:
-    """-> (H, W) uint8 segmentation class ids."""
-    mask = _read_png(Path(root) / MASK_DIR / f"{name}.png")
-    if mask.ndim != 2 or mask.dtype != np.uint8:
-        raise ValueError(f"{Path(root) / MASK_DIR / name}.png: mask must be single-channel uint8")
-    return mask
-
-
-def read_labels(root, name: str, class_names, **kwargs):
-    """-> (boxes, labels) of labels/NAME.xml (see read_voc_xml)."""
-    return read_voc_xml(Path(root) / LABEL_DIR / f"{name}.xml", class_names, **kwargs)
-
-
-def list_names(root) -> list[str]:
-    """Sorted sample names that have both ir/ and vi/ images."""
-    root = Path(root)
-    ir = {p.stem for p in (root / IR_DIR).glob("*.png")}
-    vi = {p.stem for p in (root / VI_DIR).glob("*.png")}
-    return sorted(ir & vi)
 
 
 def write_meta(root, meta: dict) -> None:

@@ -35,6 +35,10 @@ THERMAL, RGB = topics.absolute(topics.THERMAL_TOPIC), topics.absolute(topics.RGB
 REAL_PAIRS = Path("../shared/data/msrs_det")  # MSRS road pairs with boxes, where the project's shared data is
 NODE_OUTPUTS = [topics.absolute(t) for t in (topics.FUSED_TOPIC, topics.DETECTIONS_TOPIC, topics.SEGMENTATION_TOPIC,
                                                topics.DETECTION_IMAGE_TOPIC)]
+# What the demo writes under --out (the README names each; test/test_packaging.py holds the two together).
+SAMPLE_BAG, LIVE_SUMMARY, RECORDING, EVAL_DIR, REAL_PAIRS_DIR = (
+    "sample_drive", "live.json", "node_outputs", "eval", "real_pairs")
+OUTPUTS = (SAMPLE_BAG, LIVE_SUMMARY, RECORDING, EVAL_DIR, REAL_PAIRS_DIR)
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -57,11 +61,11 @@ def live_replay(bag: Path, out: Path, model: str, backend: str, rate: float) -> 
         "-p", "use_sim_time:=true",
     ]
     print("$", " ".join(node_cmd), flush=True)
-    recording = out / "node_outputs"
+    recording = out / RECORDING
     shutil.rmtree(recording, ignore_errors=True)  # the demo's own output of a previous run (bag writers never overwrite)
     node = subprocess.Popen(node_cmd, env=env)
     try:
-        summary = out / "live.json"
+        summary = out / LIVE_SUMMARY
         run([sys.executable, "-m", "fusion_ros.nodes.bag_player", str(bag), "--rate", str(rate),
              "--topics", THERMAL, RGB, "--wait-for-subscribers", "120", "--measure", *NODE_OUTPUTS,
              "--measure-out", str(summary), "--record", str(recording), "--linger", "5"], env=env)
@@ -92,23 +96,23 @@ def main(argv=None) -> int:
         parser.error("--seconds and --rate must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    bag = args.out / "sample_drive"
+    bag = args.out / SAMPLE_BAG
     if not bag.exists():
         run([sys.executable, "-m", "fusion_ros.bag.sample", str(bag), "--seconds", str(args.seconds),
              "--height", "512", "--width", "640", "--seed", "7"])
     live = None if args.no_live else live_replay(bag, args.out, args.model, args.backend, args.rate)
     if live is not None:
         print(f"live node: {json.dumps(live, default=str)[:1500]}")
-        print(f"  node outputs recorded in {args.out / 'node_outputs'} (mcap: open in Foxglove)")
+        print(f"  node outputs recorded in {args.out / RECORDING} (mcap: open in Foxglove)")
     backend = [] if args.backend == "auto" else ["--backend", args.backend]
-    rc = evaluate_bag_cli([str(bag), "--out", str(args.out / "eval"), "--model", args.model, "--overwrite", *backend])
+    rc = evaluate_bag_cli([str(bag), "--out", str(args.out / EVAL_DIR), "--model", args.model, "--overwrite", *backend])
     if rc != 0:
         return rc
     if not args.real_pairs.is_dir():
         print(f"real pairs: {args.real_pairs} not found, skipped (pass --real-pairs DIR to score labelled real pairs)")
         return 0
     return evaluate_pairs_cli([str(args.real_pairs), "--split", "val", "--subset", "day=D$", "--subset", "night=N$",
-                               "--out", str(args.out / "real_pairs"), "--model", args.model, "--overwrite", *backend])
+                               "--out", str(args.out / REAL_PAIRS_DIR), "--model", args.model, "--overwrite", *backend])
 
 
 if __name__ == "__main__":

@@ -51,13 +51,14 @@ import json
 import math
 import re
 import struct
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from .dataset_layout import clip_box, parse_voc_xml
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LABEL_FORMATS = ("yolo", "voc", "coco")
@@ -350,34 +351,8 @@ def _yolo_records(files: dict[str, Path], class_ids: list[str] | None, class_sou
 def _voc_records(files: dict[str, Path]) -> dict:
     out = {}
     for stem, path in files.items():
-        try:
-            root = ET.parse(path).getroot()
-        except ET.ParseError as exc:
-            raise LabelledPairsError(f"{path}: malformed VOC XML ({exc})") from None
-        if root.tag != "annotation":
-            raise LabelledPairsError(f"{path}: malformed VOC XML (root element <{root.tag}>, expected <annotation>)")
-        size = None
-        try:
-            sw, sh = int(float(root.findtext("size/width") or 0)), int(float(root.findtext("size/height") or 0))
-            if sw > 0 and sh > 0:
-                size = (sh, sw)
-        except ValueError:
-            size = None
-        boxes = []
-        for i, obj in enumerate(root.iter("object")):
-            where = f"{path} object {i}"
-            raw = (obj.findtext("name") or "").strip()
-            if not raw:
-                raise LabelledPairsError(f"{where}: no <name>")
-            bb = obj.find("bndbox")
-            if bb is None:
-                raise LabelledPairsError(f"{where} ({raw}): no <bndbox>")
-            try:
-                x1, y1, x2, y2 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
-            except (TypeError, ValueError):
-                raise LabelledPairsError(f"{where} ({raw}): missing or non-numeric bndbox coordinate") from None
-            boxes.append((raw, x1, y1, x2, y2, f"{where} ({raw})"))
-        out[stem] = (path, boxes, size)
+        size, objects = parse_voc_xml(path, LabelledPairsError)
+        out[stem] = (path, [(o.name, *o.box, o.where) for o in objects], size)
     return out
 
 
@@ -656,19 +631,10 @@ def read_labelled_pairs(
             if label is None:
                 continue
             x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy
-            bad = None
-            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-                bad = "non-finite coordinate"
-            elif x2 <= x1 or y2 <= y1:
-                bad = f"empty box (width {x2 - x1:g}, height {y2 - y1:g})"
-            else:
-                cx1, cy1, cx2, cy2 = min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)
-                if cx2 <= cx1 or cy2 <= cy1:
-                    bad = f"outside the {w}x{h} image"
-                elif (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-                    counts["clipped_boxes"] += 1
-                    x1, y1, x2, y2 = cx1, cy1, cx2, cy2
-            if bad is not None:
+            box, bad = clip_box((x1, y1, x2, y2), w, h)
+            if box is not None and box != (x1, y1, x2, y2):
+                counts["clipped_boxes"] += 1
+            if box is None:
                 message = f"{where}: invalid box {raw} ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}): {bad}"
                 if invalid == "error":
                     raise LabelledPairsError(message + " (invalid='drop' / --invalid-boxes drop drops such boxes)")
@@ -676,7 +642,7 @@ def read_labelled_pairs(
                 if len(invalid_examples) < _EXAMPLES:
                     invalid_examples.append(message)
                 continue
-            boxes.append((x1, y1, x2, y2))
+            boxes.append(box)
             labs.append(label)
         pairs.append(LabelledPair(stem, ir[stem], vi[stem], np.asarray(boxes, np.float32).reshape(-1, 4),
                                   np.asarray(labs, np.int64), path, (h, w)))

@@ -88,7 +88,8 @@ def make_m3fd(root: Path, names, h=96, w=128):
     for n in names:
         write_ir(root / "Ir" / f"{n}.png", h, w)
         write_vi(root / "Vis" / f"{n}.png", h, w)
-        write_voc_xml(root / "Annotation" / f"{n}.xml", n, w, h, [[16, 12, 48, 36], [64, 0, 128, 96]], [0, 5], M3FD)
+        write_voc_xml(root / "Annotation" / f"{n}.xml", n, w, h, [[w / 8, h / 8, w * 3 / 8, h * 3 / 8], [w / 2, 0, w, h]],
+                      [0, 5], M3FD)
     return root
 
 
@@ -166,7 +167,7 @@ def test_m3fd_unknown_class_error_ignore_and_map(tmp_path):
     root = make_m3fd(tmp_path / "M3FD", names)
     write_voc_xml(root / "Annotation" / f"{names[2]}.xml", names[2], 128, 96, [[0, 0, 10, 10], [20, 20, 40, 40]],
                   [0, 1], ["Tram", "Car"])
-    with pytest.raises(ValueError, match=rf"{names[2]}\.xml: unknown class 'Tram'"):
+    with pytest.raises(ValueError, match=rf"{names[2]}\.xml object 0 \(Tram\): unknown class 'Tram'"):
         build_dataset(m3fd_cfg(root), "train", TR)
     split = split_of(names[2], 0.3, 0.3)
     ds = build_dataset(m3fd_cfg(root, unknown_classes="ignore"), split, TR)

@@ -26,7 +26,7 @@ from fusion_ros.model import FusedPerceptionNet, ModelConfig
 from fusion_ros.paths import config_path
 from training import retrain
 from training.data import build_dataset
-from training.datasets import BAG_THERMAL_SCALE, bag_caches, pseudo_class_thresholds, time_block_split
+from training.bag_datasets import BAG_THERMAL_SCALE, bag_caches, pseudo_class_thresholds, time_block_split
 
 H, W = 64, 96
 RANGE = (25315.0, 35315.0)

@@ -9,16 +9,7 @@ import numpy as np
 import pytest
 
 from fusion_ros.classes import load_classes
-from fusion_ros.dataset_layout import (
-    list_names,
-    read_labels,
-    read_mask,
-    read_meta,
-    read_pair,
-    read_voc_xml,
-    write_sample,
-    write_voc_xml,
-)
+from fusion_ros.dataset_layout import read_meta, read_voc_xml, write_sample, write_voc_xml
 from fusion_ros.synthetic import CONDITIONS, SceneGenerator, SyntheticSample, main, write_dataset
 
 H, W = 128, 160
@@ -201,19 +192,24 @@ def test_condition_weights_select():
     assert {g.generate(i).condition for i in range(5)} == {"night"}
 
 
+def _read(path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def _names(root) -> list[str]:
+    return sorted(p.stem for p in (root / "ir").glob("*.png"))
+
+
 def test_layout_round_trip(tmp_path, gen):
     s = gen.generate(1)
     assert len(s.boxes) > 0
     write_sample(tmp_path, s, DET)
-    ir, rgb = read_pair(tmp_path, s.name)
+    ir = _read(tmp_path / "ir" / f"{s.name}.png")
     assert ir.dtype == np.uint16 and np.array_equal(ir, s.thermal)  # 16-bit PNG, bit-exact
-    assert np.array_equal(rgb, s.rgb)  # RGB back in RGB order
-    assert np.array_equal(read_mask(tmp_path, s.name), s.mask)
-    boxes, labels = read_labels(tmp_path, s.name, DET)
+    assert np.array_equal(_read(tmp_path / "vi" / f"{s.name}.png")[..., ::-1], s.rgb)  # BGR on disk
+    assert np.array_equal(_read(tmp_path / "masks" / f"{s.name}.png"), s.mask)
+    boxes, labels = read_voc_xml(tmp_path / "labels" / f"{s.name}.xml", DET)
     assert np.array_equal(boxes, s.boxes) and np.array_equal(labels, s.labels)
-    # BGR on disk
-    on_disk = cv2.imread(str(tmp_path / "vi" / f"{s.name}.png"))
-    assert np.array_equal(on_disk[..., ::-1], s.rgb)
 
 
 def test_voc_xml_fractional_and_empty(tmp_path):
@@ -227,6 +223,16 @@ def test_voc_xml_fractional_and_empty(tmp_path):
     assert b.shape == (0, 4) and l.shape == (0,)
     b, l = read_voc_xml(path, DET, class_map={"traffic_sign": None})
     assert l.tolist() == [0]
+
+
+def test_voc_boxes_are_clipped_to_the_stated_image_size(tmp_path):
+    path = tmp_path / "c.xml"
+    write_voc_xml(path, "c", 64, 48, [[-3, 10, 70, 20], [5, 40, 9, 60]], [0, 2], DET)
+    b, l = read_voc_xml(path, DET)
+    assert b.tolist() == [[0, 10, 64, 20], [5, 40, 9, 48]] and l.tolist() == [0, 2]
+    write_voc_xml(path, "c", 64, 48, [[70, 10, 80, 20]], [0], DET)
+    with pytest.raises(ValueError, match=r"c.xml object 0 \(person\): invalid box .*outside the 64x48 image"):
+        read_voc_xml(path, DET)
 
 
 @pytest.mark.parametrize(
@@ -251,17 +257,17 @@ def test_bad_voc_xml_names_the_file(tmp_path, text, match):
 
 def test_write_dataset_and_cli(tmp_path, capsys):
     root = write_dataset(tmp_path / "ds", 3, 5, H, W, condition="fog", progress=False)
-    assert list_names(root) == [f"syn_5_{i:06d}" for i in range(3)]
+    assert _names(root) == [f"syn_5_{i:06d}" for i in range(3)]
     meta = read_meta(root)
     assert meta["seed"] == 5 and meta["height"] == H and meta["width"] == W
     assert meta["detection_classes"] == list(DET)
     assert set(meta["samples"].values()) == {"fog"}
-    ir, rgb = read_pair(root, "syn_5_000002")
     ref = SceneGenerator(5, H, W).generate(2, "fog")
-    assert np.array_equal(ir, ref.thermal) and np.array_equal(rgb, ref.rgb)
+    assert np.array_equal(_read(root / "ir" / "syn_5_000002.png"), ref.thermal)
+    assert np.array_equal(_read(root / "vi" / "syn_5_000002.png")[..., ::-1], ref.rgb)
 
     assert main(["--out", str(tmp_path / "cli"), "--count", "2", "--seed", "1", "--height", "64", "--width", "96"]) == 0
-    assert len(list_names(tmp_path / "cli")) == 2
+    assert len(_names(tmp_path / "cli")) == 2
     assert json.loads((tmp_path / "cli" / "meta.json").read_text())["width"] == 96
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bad"), "--count", "-2"])

@@ -12,7 +12,8 @@ fusion_ros.engine.tensorrt_backend.plan_build):
   with real pairs from --calib-dir (sub-folders thermal|ir and rgb|vi with matching file stems), run through
   the same pre-processing as inference.
 * >= 11: strongly typed only. --fp16 converts the ONNX to float16 first (`convert_float_to_float16`
-  below: weights and activations fp16, graph I/O and normalisation layers kept float32), then builds it.
+  below, ONNX Runtime's converter: weights and activations fp16, graph I/O and normalisation layers kept
+  float32), then builds it.
   --int8 is refused with the ModelOpt (explicit Q/DQ) route.
 
 The engine gets a sidecar (model.engine.json): the ONNX sidecar plus TensorRT version, GPU name and
@@ -22,7 +23,6 @@ sidecar does not match the running TensorRT/GPU/ONNX.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as _dt
 import re
 import sys
@@ -45,11 +45,8 @@ from fusion_ros.engine.tensorrt_backend import BuildPlan, current_runtime, impor
 THERMAL_DIRS = ("thermal", "ir", "lwir", "infrared")
 RGB_DIRS = ("rgb", "vi", "visible", "color")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-FP16_MAX = 65504.0
 # ops computed in float32 inside an fp16 graph (mean/variance over many values overflow or lose precision)
 KEEP_FP32_OPS = frozenset({"InstanceNormalization", "GroupNormalization", "LayerNormalization"})
-# inputs that the ONNX spec (or TensorRT) wants in float32 whatever the data type: Resize roi/scales
-FP32_INPUTS = {"Resize": (1, 2)}
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -96,103 +93,20 @@ def resolve_profile(
 
 
 # ------------------------------------------------------------------------------ fp16 conversion
-def convert_float_to_float16(model, keep_io_types: bool = True, keep_fp32_ops=KEEP_FP32_OPS):
-    """A float16 copy of an ONNX ModelProto for TensorRT >= 11 strongly typed builds.
-
-    Float32 initializers and Constant/ConstantOfShape values become float16 (clipped to ±65504), Cast-to-
-    float32 nodes cast to float16; `keep_fp32_ops` run in float32 between Casts; Resize roi/scales stay
-    float32. With keep_io_types the graph inputs/outputs stay float32 (Casts at the boundary), so callers
-    and the engine runtime do not change. Graphs with subgraphs (If/Loop/Scan) are refused.
-    """
+def convert_float_to_float16(model, keep_fp32_ops=KEEP_FP32_OPS):
+    """A float16 copy of an ONNX ModelProto for TensorRT >= 11 strongly typed builds, made by ONNX Runtime's
+    converter (onnxruntime.transformers.float16): weights and activations float16, `keep_fp32_ops` (and
+    the ops ONNX Runtime keeps by default) in float32 between Casts, graph inputs/outputs float32 (Casts at
+    the boundary) so callers and the engine runtime do not change. The result is sorted topologically (the
+    converter appends its boundary Casts; TensorRT's parser reads nodes in order) and checked."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.transformers import float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-    model = copy.deepcopy(model)
-    graph = model.graph
-    for node in graph.node:
-        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
-            raise EngineError(f"fp16 conversion does not handle subgraphs ({node.op_type} node {node.name!r})")
-
-    def half_tensor(tensor):
-        array = numpy_helper.to_array(tensor)
-        return numpy_helper.from_array(np.clip(array, -FP16_MAX, FP16_MAX).astype(np.float16), tensor.name)
-
-    for index, init in enumerate(graph.initializer):
-        if init.data_type == FLOAT:
-            graph.initializer[index].CopyFrom(half_tensor(init))
-
-    counter = [0]
-
-    def fresh(base: str) -> str:
-        counter[0] += 1
-        return f"{base}__fp16cvt{counter[0]}"
-
-    def cast(src: str, dst: str, to: int):
-        return helper.make_node("Cast", [src], [dst], name=fresh("Cast"), to=to)
-
-    nodes = []
-    for node in graph.node:
-        for attr in node.attribute:
-            if node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == FLOAT:
-                attr.t.CopyFrom(half_tensor(attr.t))
-            elif node.op_type == "Constant" and attr.name == "value_float":
-                raise EngineError("fp16 conversion: Constant value_float is not supported; re-export the graph")
-            elif node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
-                attr.i = HALF
-        if node.op_type in keep_fp32_ops:
-            for i, name in enumerate(node.input):
-                if name:
-                    new = fresh(name)
-                    nodes.append(cast(name, new, FLOAT))
-                    node.input[i] = new
-            after = []
-            for i, name in enumerate(node.output):
-                if name:
-                    new = fresh(name)
-                    node.output[i] = new
-                    after.append(cast(new, name, HALF))
-            nodes += [node, *after]
-            continue
-        for i in FP32_INPUTS.get(node.op_type, ()):
-            if i < len(node.input) and node.input[i]:
-                new = fresh(node.input[i])
-                nodes.append(cast(node.input[i], new, FLOAT))
-                node.input[i] = new
-        nodes.append(node)
-
-    head, tail = [], []
-    for value in graph.input:
-        if value.type.tensor_type.elem_type != FLOAT:
-            continue
-        if keep_io_types:
-            new = fresh(value.name)
-            for node in nodes:
-                for i, name in enumerate(node.input):
-                    if name == value.name:
-                        node.input[i] = new
-            head.append(cast(value.name, new, HALF))
-        else:
-            value.type.tensor_type.elem_type = HALF
-    for value in graph.output:
-        if value.type.tensor_type.elem_type != FLOAT:
-            continue
-        if keep_io_types:
-            new = fresh(value.name)
-            for node in nodes:
-                for i, name in enumerate(node.output):
-                    if name == value.name:
-                        node.output[i] = new
-                for i, name in enumerate(node.input):
-                    if name == value.name:
-                        node.input[i] = new
-            tail.append(cast(new, value.name, FLOAT))
-        else:
-            value.type.tensor_type.elem_type = HALF
-    del graph.node[:]
-    graph.node.extend(head + nodes + tail)
-    del graph.value_info[:]  # stale float32 annotations; re-inferred below
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    converted = OnnxModel(float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=float16.DEFAULT_OP_BLOCK_LIST + sorted(keep_fp32_ops)))
+    converted.topological_sort()
+    model = onnx.shape_inference.infer_shapes(converted.model, strict_mode=True)
     onnx.checker.check_model(model)
     return model
 

@@ -5,7 +5,7 @@
                                [--device cpu|cuda] [--steps N] [--cache-dir DIR] [--rebuild-cache] [--resume]
 
 What it does, in order:
-1. Reads the training bags into a ``kind: bag`` dataset (training/datasets.py): pairs formed by the node's
+1. Reads the training bags into a ``kind: bag`` dataset (training/bag_datasets.py): pairs formed by the node's
    own synchroniser, thermal normalisation and registration, cached once per bag in our layout (the
    cache folder and when it is rebuilt are documented there), split by time into train / heldout
    (upper level) / val blocks. Labels: ground-truth topics where the bag has them, else pseudo-labels
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> dict:
     from fusion_ros.checkpoint import DEFAULT_MODEL
-    from training.datasets import bag_caches
+    from training.bag_datasets import bag_caches
     from training.train import Trainer
 
     out = Path(args.out)

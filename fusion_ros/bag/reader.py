@@ -13,9 +13,8 @@
 * ``BagWriter``: writes rosbag2 (mcap by default) with the same typestore.
 * ``image_message`` / ``detections_message``: message objects for the writer, with the field semantics of
   the node's fusion_ros/nodes/ros_convert.py (checked byte-for-byte against it in test/test_bag_eval.py).
-* ``synced_pairs``: the thermal/RGB pairs the node would form from a bag (its decode, synchroniser and
-  pair preparation from fusion_ros.node_core), streamed, with the messages of other topics interleaved
-  in log order (training.datasets' ``kind: bag`` builds its cache with it).
+* ``segmentation_lut``: a bag's ground-truth mask ids -> the model's segmentation ids.
+The pairs the node would form from a bag: fusion_ros/bag/pairing.py.
 """
 from __future__ import annotations
 
@@ -507,91 +506,7 @@ class BagWriter:
         self.close()
 
 
-# ------------------------------------------------------------------------------------- node pairing
-@dataclass
-class SyncedPair:
-    """One thermal/RGB pair as the node prepares it for the engine (before registration and resizing)."""
-
-    thermal: np.ndarray  # float32 H×W in 0..1 on the THERMAL grid (the node's normalisation)
-    rgb: np.ndarray  # uint8 H×W×3 RGB
-    stamp_ns: int  # the RGB frame's header stamp (ground truth is matched to it)
-    thermal_stamp_ns: int
-    log_ns: int  # the RGB message's log time
-    frame_id: str
-
-
-@dataclass
-class PairStreamStats:
-    """What ``synced_pairs`` saw: messages per input, pairs formed / prepared, drops by reason."""
-
-    messages: list = field(default_factory=lambda: [0, 0])  # thermal, rgb
-    pairs_formed: int = 0
-    pairs_prepared: int = 0
-    rejected: dict = field(default_factory=dict)  # reason -> count (decode, stamps, pair preparation)
-    sync_resets: int = 0
-    last_reject: str = ""
-
-    def reject(self, reason: str, text: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        self.last_reject = text
-
-
-def synced_pairs(reader: BagReader, cfg, thermal_topic: str, rgb_topic: str, model_thermal_range,
-                 other_topics: Iterable[str] = (), stats: PairStreamStats | None = None):
-    """Stream a bag through the node's input path: every thermal / RGB message is decoded
-    (``node_core.decode_image``, compressed images kept for later), offered to the node's ApproximateTime
-    synchroniser (``offer_frame``; stamps that jump back reset it, as in the node) and each pair is
-    prepared with ``prepare_pair`` (geometry check, thermal normalisation with ``cfg`` and
-    ``model_thermal_range``, RGB conversion). Yields ``SyncedPair`` for every prepared pair and the
-    ``BagMessage`` of every message on ``other_topics`` (e.g. ground truth), in log order. ``cfg`` is a
-    validated node_core.NodeConfig; both topics must exist (``BagReader.require``). Frames the node would
-    drop are counted in ``stats`` (never raised)."""
-    from .. import node_core as core
-    from ..image_conversions import ImageConversionError
-
-    stats = stats if stats is not None else PairStreamStats()
-    sync = core.make_synchronizer(cfg)
-    last_stamps = [None, None]
-    index_of = {thermal_topic: core.THERMAL_INDEX, rgb_topic: core.RGB_INDEX}
-    others = set(other_topics)
-    for item in reader.messages([thermal_topic, rgb_topic, *sorted(others - set(index_of))]):
-        index = index_of.get(item.topic)
-        if index is None:
-            yield item
-            continue
-        stats.messages[index] += 1
-        msg, role = item.msg, core.ROLES[index]
-        if item.msgtype == COMPRESSED_IMAGE:
-            if len(msg.data) == 0:
-                stats.reject("empty", f"{item.topic}: compressed image without data")
-                continue
-            frame = core.Frame(None, "", msg.header.frame_id, stamp_of(msg.header), 0.0,
-                               compressed=(msg.format, msg.data))
-        else:
-            try:
-                array, encoding = core.decode_image(msg, role, cfg["max_image_pixels"])
-            except ImageConversionError as exc:
-                stats.reject(core.classify_error(str(exc)), f"{item.topic}: {exc}")
-                continue
-            frame = core.Frame(array, encoding, msg.header.frame_id, stamp_of(msg.header), 0.0)
-        frame.log_ns = item.log_ns  # the pair carries the RGB log time
-        outcome = core.offer_frame(sync, last_stamps, index, frame, cfg["sync.reset_on_jump_back"])
-        if outcome.reset_back_s is not None:
-            stats.sync_resets += 1
-        if outcome.rejected is not None:
-            stats.reject(outcome.rejected[0], f"{item.topic}: {outcome.rejected[1]}")
-        for thermal_frame, rgb_frame in outcome.pairs:
-            stats.pairs_formed += 1
-            try:
-                thermal_unit, rgb8 = core.prepare_pair(cfg, model_thermal_range, thermal_frame, rgb_frame)
-            except core.PairRejected as exc:
-                stats.reject(exc.reason, f"{core.ROLES[exc.index]}: {exc.message}")
-                continue
-            stats.pairs_prepared += 1
-            yield SyncedPair(thermal_unit, rgb8, rgb_frame.stamp_ns, thermal_frame.stamp_ns, rgb_frame.log_ns,
-                             rgb_frame.frame_id)
-
-
+# ------------------------------------------------------------------------------------ ground truth
 def segmentation_lut(reader, seg_names, ignore: int = 255) -> tuple[np.ndarray, list[str] | None]:
     """Ground-truth mask id -> our segmentation id (a 256-entry table; `ignore` = no label).
 
