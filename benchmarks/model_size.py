@@ -1,5 +1,6 @@
 """Parameters, GFLOPs and CPU forward time of the fused-perception network: the bundled real-road model's
-configuration (YOLOX-nano detector), the synthetic model's (FCOS) and the paper-size fusion net.
+configuration (blend fusion head, YOLOX-nano detector), the same with the drawn-image fusion head, the
+synthetic model's (FCOS) and the paper-size fusion net.
 
     python benchmarks/model_size.py [--height 512 --width 640 --threads 2 --repeats 10]
 """
@@ -15,7 +16,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fusion_ros.model import PAPER_FUSION, FusedPerceptionNet, ModelConfig, count_parameters  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from fusion_ros.checkpoint import load_model  # noqa: E402
+from fusion_ros.model import PAPER_FUSION, FusedPerceptionNet, FusionConfig, ModelConfig, count_parameters  # noqa: E402
 
 
 def measure(name: str, cfg: ModelConfig, height: int, width: int, repeats: int) -> dict:
@@ -49,9 +53,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    bundled = load_model()[0].cfg
     rows = [
-        measure("default: fast fusion + YOLOX-nano (3 classes)",
-                ModelConfig(num_det_classes=3, num_seg_classes=4, detector="yolox_nano", chroma="denoised"),
+        measure(f"bundled: {bundled.fusion.output} fusion + YOLOX-nano ({bundled.num_det_classes} classes)", bundled,
+                args.height, args.width, args.repeats),
+        measure("the same with the drawn-image fusion head (output: image)", replace(bundled, fusion=FusionConfig()),
                 args.height, args.width, args.repeats),
         measure("synthetic: fast fusion + FCOS (6 classes)", ModelConfig(), args.height, args.width, args.repeats),
         measure("paper-size fusion", ModelConfig(fusion=PAPER_FUSION), args.height, args.width, max(2, args.repeats // 5)),

@@ -65,7 +65,7 @@ def _fmt(x) -> str:
 
 REAL_CARD = """# Model card: {name}
 
-- **What**: FusedPerceptionNet: the project's fusion net (F, {fusion_params:.2f} M parameters) + YOLOX-nano
+- **What**: FusedPerceptionNet: the project's fusion net (F, `{fusion_output}` head, {fusion_params:.2f} M parameters) + YOLOX-nano
   detection ({detector}), {params:.2f} M parameters in all; input {width}x{height} thermal + RGB, one graph.
 - **Classes**: detection {det}. The graph also has a segmentation output ({seg}), but no real
   segmentation labels were available: it is **not trained on real images and not validated**; the node
@@ -121,7 +121,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
     trainer = Trainer(cfg, args.run / "ship_eval")
     card = REAL_CARD.format(
         name=args.name, detector=model.cfg.detector, params=count_parameters(model) / 1e6,
-        fusion_params=count_parameters(model.fusion) / 1e6, width=meta.input_size[1], height=meta.input_size[0],
+        fusion_output=model.cfg.fusion.output, fusion_params=count_parameters(model.fusion) / 1e6, width=meta.input_size[1], height=meta.input_size[0],
         det=", ".join(meta.det_classes), seg=", ".join(meta.seg_classes), root=data["root"],
         variant=data.get("variant", "default"), split=split, counts=counts, terms=MSRS_TERMS if "msrs" in data["root"] else "",
         start=start, fusion_mode=meta.info.get("fusion_mode", "bilevel"), target=trainer.weights.target,
