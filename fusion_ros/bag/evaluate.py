@@ -5,7 +5,7 @@
                     [--gt-segmentation TOPIC] [--out DIR] [--max-pairs N] [--params-file fusion.yaml] [-p k=v]
 
 The bag is streamed once in log-time order (never loaded whole). Every thermal / RGB message goes through
-the node's own input path (fusion_ros.node_core): ``decode_image`` (encoding check, numpy view),
+the node's own input path (fusion_ros/bag/pairing.py over fusion_ros.node_core): ``decode_image`` (encoding check, numpy view),
 ``offer_frame`` (out-of-order / duplicate stamps rejected, a jump back resets the synchroniser) into the
 node's ApproximateTime synchroniser built from the same parameters (``make_synchronizer``), then
 ``prepare_pair`` (registration check, thermal normalisation, RGB conversion) and the engine built with
