@@ -142,12 +142,11 @@ class BatchStream:
         if self.workers == 0:
             return collate([_EpochItems(self.dataset)[key] for key in self.keys(draw)])
         if draw != self._next:
-            # Workers come from a fork server: a plain fork of the trainer, which holds other libraries' thread
-            # pools (ONNX Runtime, OpenCV), can deadlock in the child. The loader's own generator seeds them:
-            # the default draws from torch's global RNG, which the training step uses and --resume restores.
+            # its own generator: starting workers draws their seeds from it, never from torch's global RNG,
+            # which the training step uses and --resume restores (a restart here must not shift it)
             self._batches = iter(DataLoader(_EpochItems(self.dataset), batch_sampler=_Draws(self, draw),
                                             num_workers=self.workers, collate_fn=collate,
-                                            worker_init_fn=_one_thread_worker, multiprocessing_context="forkserver",
+                                            worker_init_fn=_one_thread_worker,
                                             generator=torch.Generator().manual_seed(self.seed)))
         self._next = draw + 1
         return next(self._batches)
