@@ -1,7 +1,7 @@
 """Cost of a bi-level training step against a fusion-only step, measured side by side (not a test).
 
     python benchmarks/train_step_bench.py [--config config/train_synthetic.yaml] [--rounds 24]
-                                          [--threads 2] [--workers N] [--device cpu|cuda] [--out bench_out/train_step]
+                                          [--threads 2] [--device cpu|cuda] [--out bench_out/train_step]
 
 One Trainer of the config (bilevel mode) times the three kinds of step of `Trainer.fit` -- a
 fusion-only warm-start step, a lower-level step (task modules on the fused image, F fixed) and a
@@ -10,8 +10,7 @@ fetch of its training batch, as the loop does. Every round runs the three once, 
 so a machine that slows down or speeds up during the run weighs on all three alike; the first rounds
 warm caches and are dropped. The schedule's bi-level step is ((k-1) * lower + hypergradient) / k with
 k = schedule.fusion_every, and the ratio to the fusion-only step is what the issue's <= 2.5x target is
-about. The time the step waits for its training batch is printed too (it is part of every step; with
-``--workers`` N > 0, DataLoader worker processes build the batches ahead: data.workers, training.data.DEFAULT_WORKERS).
+about. The time spent generating the training batch is printed too (it is part of every step).
 Writes train_step.json and train_step.md into --out.
 """
 from __future__ import annotations
@@ -37,18 +36,16 @@ from training.train import Trainer, load_config  # noqa: E402
 KINDS = ("fusion-only", "lower", "hypergradient")
 
 
-def timed_step(trainer: Trainer, kind: str, draw: int, nth: int) -> tuple[float, float]:
-    """(seconds for the whole step, seconds of it spent waiting for the training batch). ``draw`` is the
-    training batch, ``nth`` the count of earlier steps of this kind: the hypergradient steps draw held-out
-    batches 0, 1, 2, ... in order, as the training loop does."""
+def timed_step(trainer: Trainer, kind: str, draw: int) -> tuple[float, float]:
+    """(seconds for the whole step, seconds of it spent generating the training batch)."""
     k = trainer.sched.fusion_every
     t0 = time.perf_counter()
     b = trainer.batch(trainer.train_set, draw)
     t_data = time.perf_counter()
     if kind == "fusion-only":
         trainer.warmup_step(b)
-    else:  # bilevel_step's draw: a multiple of k is a hypergradient step (held-out batch draw // k)
-        trainer.bilevel_step(b, nth * k if kind == "hypergradient" else nth * k + 1)
+    else:  # draw % k == 0 is the hypergradient step of bilevel_step
+        trainer.bilevel_step(b, draw * k if kind == "hypergradient" else draw * k + 1)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0, t_data - t0
@@ -60,8 +57,6 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=24, help="rounds of the three steps (default 24)")
     parser.add_argument("--warm", type=int, default=3, help="first rounds dropped (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--workers", type=int, help="batch-building worker processes (default: the config's "
-                        "data.workers, else the trainer's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "train_step")
     args = parser.parse_args(argv)
@@ -70,8 +65,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     cfg["fusion_mode"] = "bilevel"
-    if args.workers is not None:
-        cfg["data"]["workers"] = args.workers
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(cfg, Path(scratch), device=args.device)
         trainer.model.train()
@@ -80,7 +73,7 @@ def main(argv=None) -> int:
         for r in tqdm(range(args.rounds), desc="rounds"):
             for i in range(len(KINDS)):
                 kind = KINDS[(r + i) % len(KINDS)]
-                total, fetch = timed_step(trainer, kind, r * len(KINDS) + i, r)
+                total, fetch = timed_step(trainer, kind, r * len(KINDS) + i)
                 if r >= args.warm:
                     seconds[kind].append(total)
                     data.append(fetch)
@@ -88,8 +81,7 @@ def main(argv=None) -> int:
     median = {kind: float(np.median(v)) for kind, v in seconds.items()}
     bilevel = ((k - 1) * median["lower"] + median["hypergradient"]) / k
     result = {
-        "config": os.path.relpath(args.config, ROOT), "device": args.device, "threads": args.threads,
-        "workers": trainer.batch_streams[id(trainer.train_set)].workers, "rounds": args.rounds - args.warm,
+        "config": os.path.relpath(args.config, ROOT), "device": args.device, "threads": args.threads, "rounds": args.rounds - args.warm,
         "batch": trainer.sched.batch_size, "crop": cfg["data"].get("crop"), "fusion_every": k,
         "median_s": median, "iqr_s": {kind: [float(q) for q in np.percentile(v, [25, 75])] for kind, v in seconds.items()},
         "batch_fetch_median_s": float(np.median(data)), "bilevel_step_s": bilevel,
@@ -101,7 +93,6 @@ def main(argv=None) -> int:
     (args.out / "train_step.json").write_text(json.dumps(result, indent=2))
     lines = [
         f"{result['config']}, batch {result['batch']}, crop {result['crop']}, {args.device}, {args.threads} threads, "
-        f"{result['workers']} batch workers, "
         f"median of {result['rounds']} interleaved rounds (IQR in brackets), batch fetch included "
         f"(median {result['batch_fetch_median_s']:.3f} s of it)",
         "",

@@ -9,37 +9,18 @@ import yaml
 from fusion_ros.checkpoint import load_model
 from fusion_ros.engine.sidecar import sha256_file
 from training.ship import real_data_line
-from training.data import BatchStream, build_dataset
 from training.train import Trainer, load_config, main
 
 TINY = {
     "seed": 3,
     "data": {"kind": "synthetic", "seed": 50, "train_size": 16, "heldout_size": 8, "val_size": 2,
-             "height": 64, "width": 96, "crop": [64, 64], "hflip": True,
-             "workers": 2},  # batches built in DataLoader worker processes: the resume tests cover them
+             "height": 64, "width": 96, "crop": [64, 64], "hflip": True},
     "model": {"fusion": {"stem_channels": 8, "width": 8, "growth": 8, "block_layers": 2, "num_blocks": 1},
               "backbone_channels": [8, 8, 16, 16, 16], "fpn_channels": 16, "head_convs": 1, "seg_channels": 8},
     "schedule": {"fusion_warmup_steps": 2, "steps": 6, "fusion_every": 2, "batch_size": 2,
                  "lower_lr": 1e-3, "upper_lr": 1e-3, "aggregation": "random", "log_every": 1,
                  "val_every": 100, "checkpoint_every": 2},
 }
-
-
-def _same_batches(a: dict, b: dict) -> bool:
-    return (a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("thermal", "rgb", "mask"))
-            and all(torch.equal(x, y) for key in ("boxes", "labels") for x, y in zip(a[key], b[key])))
-
-
-def test_worker_processes_build_the_same_batches_in_any_draw_order():
-    """Batches built by DataLoader workers equal those built in the training process, also when the draws
-    jump (a resumed run starts mid-stream; the held-out stream is drawn every k-th step) and across epochs."""
-    data = TINY["data"]
-    dataset = build_dataset(data, "train", (25315.0, 35315.0))
-    inline, workers = BatchStream(dataset, 3, seed=3, workers=0), BatchStream(dataset, 3, seed=3, workers=2)
-    draws = [0, 1, 2, 7, 8, 3, 12]  # 16 items, 3 a batch: draw 7 spans epochs 1 and 2
-    for draw in draws:
-        assert _same_batches(inline.batch(draw), workers.batch(draw)), draw
-    assert inline.keys(7)[0][1] == 1 and workers.batch(0)["name"] != workers.batch(1)["name"]
 
 
 def _write(tmp_path, cfg):

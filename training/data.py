@@ -4,8 +4,6 @@ Every dataset yields `PairSample`-like dicts:
     thermal (1,H,W) float 0..1, rgb (3,H,W) float 0..1, boxes (N,4) float xyxy px, labels (N,) long,
     mask (H,W) long (255 = no label), name str.
 Augmentations (random crop, horizontal flip) are applied identically to both modalities and labels.
-The trainer draws its batches through ``BatchStream``: deterministic per draw, built ahead by
-``data.workers`` DataLoader worker processes (DEFAULT_WORKERS; 0 builds them in the training process).
 """
 from __future__ import annotations
 
@@ -13,11 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from training.samples import NO_LABEL, to_sample  # noqa: F401  (the trainer imports NO_LABEL from here)
 
-DEFAULT_WORKERS = 1  # data.workers: batch-building worker processes (see BatchStream)
 # The condition mix of the night+fog-heavy hold-out that benchmarks and model cards report.
 NIGHT_FOG_HOLDOUT = {"night": 0.5, "fog": 0.4, "glare": 0.1}
 
@@ -109,84 +106,6 @@ def collate(samples: list[dict]) -> dict:
         "name": [s["name"] for s in samples],
         "condition": [s.get("condition", "") for s in samples],
     }
-
-
-class BatchStream:
-    """The deterministic batch stream of one dataset. Batch ``draw`` holds the items at positions
-    ``[(draw * world + rank) * batch_size, +batch_size)`` of the dataset's epoch permutations laid end to end
-    (each seeded by ``seed``, the epoch and the dataset size), every item made with the augmentation draws of
-    the batch's epoch: a pure function of ``draw``, so ``--resume`` and any number of workers give the same batches.
-
-    With ``workers`` > 0 a DataLoader builds the batches in worker processes, ahead of the training step
-    that needs them, in draw order; asking for another draw than the next (a resumed run, a benchmark)
-    restarts it there."""
-
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 workers: int = DEFAULT_WORKERS):
-        self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
-        self.workers = int(workers)
-        if self.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {workers}")
-        self._batches, self._next = None, None
-
-    def keys(self, draw: int) -> list[tuple[int, int]]:
-        """(dataset index, epoch) of every item of batch ``draw`` (a batch that runs into the next epoch's
-        permutation keeps its first item's epoch for all its augmentation draws)."""
-        n, bs = len(self.dataset), self.batch_size
-        epoch, pos = divmod((draw * self.world + self.rank) * bs, n)
-        order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
-        order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
-        return [(int(i), epoch) for i in order[pos : pos + bs]]
-
-    def batch(self, draw: int) -> dict:
-        if self.workers == 0:
-            return collate([_EpochItems(self.dataset)[key] for key in self.keys(draw)])
-        if draw != self._next:
-            # Workers come from a fork server: a plain fork of the trainer, which holds other libraries' thread
-            # pools (ONNX Runtime, OpenCV), can deadlock in the child. The loader's own generator seeds them:
-            # the default draws from torch's global RNG, which the training step uses and --resume restores.
-            self._batches = iter(DataLoader(_EpochItems(self.dataset), batch_sampler=_Draws(self, draw),
-                                            num_workers=self.workers, collate_fn=collate,
-                                            worker_init_fn=_one_thread_worker, multiprocessing_context="forkserver",
-                                            generator=torch.Generator().manual_seed(self.seed)))
-        self._next = draw + 1
-        return next(self._batches)
-
-
-class _EpochItems(Dataset):
-    """A dataset indexed by (index, epoch): its augmentation draws for that epoch (EpochAugmented.epoch),
-    set in whichever process builds the item."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, epoch = key
-        self.dataset.epoch = epoch
-        return self.dataset[index]
-
-
-class _Draws(Sampler):
-    """The keys of batches ``start``, ``start + 1``, ... of a BatchStream (a DataLoader batch sampler)."""
-
-    def __init__(self, stream: BatchStream, start: int):
-        self.stream, self.start = stream, start
-
-    def __iter__(self):
-        draw = self.start
-        while True:
-            yield self.stream.keys(draw)
-            draw += 1
-
-
-def _one_thread_worker(_worker_id: int) -> None:
-    """Worker processes share the CPU with the training step: one OpenCV thread each (torch sets its own)."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -40,7 +41,7 @@ from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbc
 from fusion_ros.postprocess import PostprocessConfig, decode_detections, segmentation_mask
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
-from training.data import DEFAULT_WORKERS, NO_LABEL, BatchStream, build_dataset
+from training.data import NO_LABEL, build_dataset, collate
 
 TASKS = ("visual", "semantic")
 # What the semantic module reads. "bilevel" is the method; the others are the quality benchmark's
@@ -135,7 +136,6 @@ class Trainer:
         # learns real camera statistics without labels for them (data.fusion_pairs: e.g. kind: folder)
         extra = cfg["data"].get("fusion_pairs")
         self.fusion_pairs = build_dataset(extra, "train", self.thermal_range, classes=classes) if extra else None
-        self.batch_streams: dict[int, BatchStream] = {}  # id(dataset) -> its batches, see batch()
         self.fusion_mode = cfg.get("fusion_mode", "bilevel")
         if self.fusion_mode not in FUSION_MODES:
             raise ValueError(f"fusion_mode must be one of {FUSION_MODES}, got {self.fusion_mode!r}")
@@ -146,14 +146,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ data
     def batch(self, dataset, draw: int) -> dict:
-        """The `draw`-th batch of a dataset's deterministic stream (training.data.BatchStream), built ahead by
-        `data.workers` DataLoader worker processes."""
-        stream = self.batch_streams.get(id(dataset))
-        if stream is None:
-            workers = self.cfg["data"].get("workers", DEFAULT_WORKERS)
-            stream = self.batch_streams[id(dataset)] = BatchStream(dataset, self.sched.batch_size, self.seed, self.rank,
-                                                                   self.world, workers)
-        b = stream.batch(draw)
+        """The `draw`-th batch of a dataset's deterministic stream (epoch-wise permutations)."""
+        n, bs = len(dataset), self.sched.batch_size
+        epoch, pos = divmod((draw * self.world + self.rank) * bs, n)
+        order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
+        order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
+        dataset.epoch = epoch
+        items = [dataset[int(i)] for i in order[pos : pos + bs]]
+        b = collate(items)
         for key in ("thermal", "rgb", "mask"):
             if b[key] is not None:
                 b[key] = b[key].to(self.device)
