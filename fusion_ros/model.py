@@ -55,8 +55,8 @@ class FusionConfig:
 FUSION_OUTPUTS = ("image", "blend")
 CHROMA_MODES = ("visible", "denoised")
 DETECTORS = ("fcos", "yolox_nano")
-THERMAL_SKIP_EPS = 1e-3
-BLEND_MAX_OFFSET = 0.25  # a "blend" head may lift or lower the mix by at most this (of the [0, 1] range)  # the thermal image is clamped to [eps, 1 - eps] before its logit
+THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
+BLEND_MAX_OFFSET = 0.25  # a "blend" head may lift or lower the mix by at most this (of the [0, 1] range)
 
 
 @dataclass
@@ -101,7 +101,6 @@ class ModelConfig:
             raise ValueError(f"chroma must be one of {', '.join(CHROMA_MODES)}, got {self.chroma!r}")
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
-
 
     def _validate_fusion(self) -> None:
         fusion = self.fusion
