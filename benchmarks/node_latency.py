@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -109,6 +108,7 @@ def main(argv=None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from fusion_ros.child_process import interrupt
     from fusion_ros.image_conversions import array_to_image_fields
     from fusion_ros.nodes.spinning import BackgroundSpin
     from fusion_ros.synthetic import SceneGenerator
@@ -231,11 +231,7 @@ def main(argv=None) -> int:
         sampler.join(2.0)
     finally:
         stop.set()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc, timeout=15)
         log_file.close()
         spinner.stop()
         node.destroy_node()

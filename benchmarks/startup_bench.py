@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fusion_ros.child_process import interrupt
 
 HERE = Path(__file__).resolve()
 
@@ -98,11 +99,7 @@ def measure_node(source: Path, domain: int) -> dict:
             with open(f"/proc/{proc.pid}/maps") as f:
                 torch = "libtorch" in f.read()
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            interrupt(proc, timeout=30)
     return {"active_s": active, "peak_rss_mb": peak, "torch": torch}
 
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from .bag.evaluate import main as evaluate_bag_cli
 from .pairs_eval import main as evaluate_pairs_cli
 from . import topics
 from .checkpoint import DEFAULT_MODEL
+from .child_process import interrupt
 from .paths import config_path
 
 THERMAL, RGB = topics.absolute(topics.THERMAL_TOPIC), topics.absolute(topics.RGB_TOPIC)
@@ -73,11 +73,7 @@ def live_replay(bag: Path, out: Path, model: str, backend: str, rate: float) -> 
             raise RuntimeError(f"the fusion node exited early (code {node.returncode})")
         return json.loads(summary.read_text())
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        interrupt(node, timeout=20)
 
 
 def main(argv=None) -> int:

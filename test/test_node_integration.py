@@ -10,7 +10,6 @@ their own namespaces. The trained-model check runs only when fusion_ros/models/d
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from fusion_ros.child_process import interrupt  # noqa: E402
 from fusion_ros.nodes.spinning import BackgroundSpin  # noqa: E402
 
 try:
@@ -123,15 +123,9 @@ class NodeProcess:
         return False
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = interrupt(self.proc, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 class Client:
