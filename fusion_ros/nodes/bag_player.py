@@ -288,9 +288,9 @@ def _flag(text: str) -> bool:
 
 
 def main(argv=None) -> int:
-    import signal
-
     from rclpy.signals import SignalHandlerOptions
+
+    from .signals import ShutdownOnSignal
 
     parser = argparse.ArgumentParser(prog="fusion-play-bag", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="rosbag2 folder (or one .mcap / .db3 file)")
@@ -316,28 +316,23 @@ def main(argv=None) -> int:
 
     # SIGINT / SIGTERM: stop playing and exit 0. The first signal stops the player (the main thread's loop
     # ends, the context is shut down last); later ones (Ctrl-C in a terminal reaches the player and launch
-    # forwards its own SIGINT) are ignored, also during the interpreter's exit, so launch never sees -2.
-    stop_requested = threading.Event()
+    # forwards its own SIGINT) do nothing, also during the interpreter's exit, so launch never sees -2.
     players: list = []
 
-    def _on_signal(signum, frame) -> None:
-        stop_requested.set()
-        for other in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(other, signal.SIG_IGN)
+    def _stop_players() -> None:
         for player_ in players:
             player_.stop()
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # (main() called in-process by a test: any thread)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, _on_signal)
+    stop = ShutdownOnSignal(on_first=_stop_players)
+    installed = stop.install()  # (main() called in-process by a test off the main thread: rclpy's handlers)
     try:
-        return _play(args, ros_args, players, stop_requested,
-                     SignalHandlerOptions.NO if previous else SignalHandlerOptions.ALL)
+        return _play(args, ros_args, players, stop.event,
+                     SignalHandlerOptions.NO if installed else SignalHandlerOptions.ALL)
     finally:
-        if not stop_requested.is_set():  # in-process use: give the caller its handlers back
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        if stop.requested:
+            stop.ignore_from_now()
+        else:  # in-process use: give the caller its handlers back
+            stop.restore()
 
 
 def _play(args, ros_args, players: list, stop_requested, signal_handler_options) -> int:

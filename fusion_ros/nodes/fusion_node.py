@@ -20,11 +20,10 @@ and frame_id. /diagnostics reports rates, drops, skew, latencies and problems ev
 and goes WARN naming the main drop reason when inputs arrive but nothing is published.
 
 SIGINT / SIGTERM (repeated or not) stop the spin loop; the worker and publishers are stopped before rclpy
-shuts down, and the process exits 0 (see _ShutdownRequest).
+shuts down, and the process exits 0 (see fusion_ros.nodes.signals).
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -48,6 +47,7 @@ from .. import topics
 from ..image_conversions import ImageConversionError
 from ..sync import ApproximateTimeSynchronizer
 from . import ros_convert
+from .signals import ShutdownOnSignal
 
 NODE_NAME = "fusion_node"
 THERMAL, RGB = 0, 1
@@ -583,42 +583,8 @@ class FusionNode(LifecycleNode):
         return statuses
 
 
-class _ShutdownRequest:
-    """SIGINT / SIGTERM handling owned by the node's process instead of rclpy's.
-
-    rclpy's own handler shuts the context down at once, from the signal, while the worker thread may be
-    publishing ("publisher's context is invalid" logged as an engine failure) and raises KeyboardInterrupt
-    wherever the main thread is (a traceback from worker.join). Here the first signal only asks the spin
-    loop to stop; the node then stops its worker and publishers and only after that is rclpy shut down.
-    Signals arriving during that shutdown (an impatient second Ctrl-C, launch's SIGTERM) are ignored, so
-    the process exits 0 with no traceback, no ERROR line."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.signal_name = ""
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if not self.event.is_set():
-            self.signal_name = signal.Signals(signum).name
-            self.event.set()
-        # from now on the process is shutting down: further signals are ignored at the OS level, which
-        # also covers the interpreter's finalisation (Python puts its own handlers back to SIG_DFL there,
-        # so a late Ctrl-C would otherwise kill the process with -2). The shutdown itself is bounded (the
-        # worker is given at most 30 s), and SIGKILL still works.
-        for other in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(other, signal.SIG_IGN)
-
-    @property
-    def requested(self) -> bool:
-        return self.event.is_set()
-
-
 def main(args=None) -> int:
-    stop = _ShutdownRequest()
+    stop = ShutdownOnSignal()
     stop.install()  # before anything slow: a Ctrl-C while the model loads must not raise either
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
@@ -649,6 +615,8 @@ def main(args=None) -> int:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+        if stop.requested:
+            stop.ignore_from_now()
     return 0
 
 
