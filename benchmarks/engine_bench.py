@@ -2,6 +2,7 @@
 
     python benchmarks/engine_bench.py OUT_PREFIX [--model MODEL.pt] [--sizes 640x512 1024x768]
            [--backends torch onnxruntime tensorrt] [--batches 1 4] [--threads 2] [--device cpu|cuda]
+           [--segmentation]
 
 Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for the README). Every
 configuration runs in a fresh process (spawn), so peak RSS is that backend's alone and thread settings do
@@ -10,6 +11,8 @@ RGB): "pre"/"post" are the shared fusion_ros.preprocess/postprocess costs, "infe
 call. Times are per pair (a batch-4 call's time divided by 4). "vs torch" is the throughput ratio to
 PyTorch eager measured in the same run, same size and batch. Without --model a random-weight model is
 used (timing does not depend on the weights, but detection post-processing then sees ~no detections).
+Like the node with its default parameters (no segmentation topic published), the engine is asked for no
+segmentation mask; --segmentation measures with it (argmax + resize to the frame in "post").
 
 ONNX Runtime runs the fixed-shape export (what the node deploys) at batch 1 and a dynamic export at
 batch > 1. TensorRT needs a GPU and an engine: pass --engine-dir with <size>.engine files built by
@@ -46,12 +49,14 @@ def _worker(job: dict) -> dict:
     threads = job["threads"]
     if threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import torch
+    torch = None
+    if job["backend"] == "torch" or job["device"] == "cuda":  # the ONNX Runtime path runs (and is measured) torch-free
+        import torch
 
+        if threads:
+            torch.set_num_threads(threads)
     from fusion_ros.engine import create_engine
 
-    if threads:
-        torch.set_num_threads(threads)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     height, width = job["size"]
     opts = dict(input_size=(height, width))  # every backend runs at the benchmarked size (no resize)
@@ -65,13 +70,14 @@ def _worker(job: dict) -> dict:
     cuda = job["device"] == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    segmentation = job["segmentation"]
     for _ in range(job["warmup"]):
-        engine.infer_batch(thermals, rgbs)
+        engine.infer_batch(thermals, rgbs, segmentation=segmentation)
     latencies, splits = [], {"pre": [], "infer": [], "post": []}
     started = time.perf_counter()
     for _ in range(job["iters"]):
         t0 = time.perf_counter()
-        results = engine.infer_batch(thermals, rgbs)
+        results = engine.infer_batch(thermals, rgbs, segmentation=segmentation)
         latencies.append((time.perf_counter() - t0) * 1e3)
         for key in splits:
             splits[key].append(results[0].timings[key])
@@ -80,6 +86,7 @@ def _worker(job: dict) -> dict:
     total = time.perf_counter() - started
     out = {
         "backend": engine.backend,
+        "segmentation": segmentation,
         "requested_backend": job["backend"],
         "size": f"{width}x{height}",
         "batch": batch,
@@ -177,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time cap per configuration")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="also compute the segmentation mask (the node does only when it publishes one)")
     parser.add_argument("--work-dir", help="where exports go (default: beside OUT)")
     parser.add_argument("--engine-dir", help="folder with WIDTHxHEIGHT.engine TensorRT engines")
     args = parser.parse_args(argv)
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     artifact = engine
                 job = dict(backend=backend, artifact=str(artifact), size=size, batch=batch, threads=args.threads,
-                           device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds)
+                           device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds,
+                           segmentation=args.segmentation)
                 print(f"{backend:<12} {text:<9} batch {batch} ...", end=" ", flush=True)
                 try:
                     result = _run_job(job)
@@ -229,14 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         "versions": _versions(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "skipped": skipped,
+        "segmentation": args.segmentation,
     }
     Path(f"{out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     notes = [
         f"Device: {args.device}, {args.threads} intra-op threads, {os.cpu_count()} CPU cores "
         f"(load average at end {meta['load_average_at_end'][0]:.2f}); model: "
         + ("random weights (timing only)" if random_weights else Path(model).name)
-        + ". Times per call; pre/infer/post per pair (medians). Peak memory: process RSS (CPU) or "
-        "torch.cuda.max_memory_allocated (CUDA).",
+        + ". Times per call; pre/infer/post per pair (medians); segmentation mask "
+        + ("computed" if args.segmentation else "not computed (the node's default: no segmentation topic)")
+        + ". Peak memory: process RSS (CPU) or torch.cuda.max_memory_allocated (CUDA).",
     ]
     if skipped:
         notes.append("Skipped: " + "; ".join(skipped))

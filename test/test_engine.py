@@ -93,6 +93,23 @@ def test_perception_types_and_shapes(engines, backend):
     assert engine.input_size == (H, W)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_segmentation_can_be_skipped_without_changing_the_rest(engines, backend):
+    """infer(segmentation=False) (the node publishing no segmentation topic) returns no mask and the very
+    same fused image and detections as a call that computes the mask."""
+    engine = engines[backend]
+    thermal, rgb = frames(seed=3)
+    full = engine.infer(thermal, rgb)
+    lean = engine.infer(thermal, rgb, segmentation=False)
+    assert lean.segmentation is None and full.segmentation.shape == (128, 160)
+    np.testing.assert_array_equal(lean.fused, full.fused)
+    np.testing.assert_array_equal(lean.detections.boxes, full.detections.boxes)
+    np.testing.assert_array_equal(lean.detections.scores, full.detections.scores)
+    np.testing.assert_array_equal(lean.detections.labels, full.detections.labels)
+    batch = engine.infer_batch([thermal, thermal], [rgb, rgb], segmentation=False)
+    assert [r.segmentation for r in batch] == [None, None]
+
+
 def test_onnxruntime_and_torch_agree(engines):
     thermal, rgb = frames(seed=1)
     a = engines["onnxruntime"].infer(thermal, rgb)

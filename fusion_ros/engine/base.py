@@ -79,7 +79,7 @@ class Perception:
 
     fused: np.ndarray  # (H, W, 3) uint8, RGB (or BGR when infer was asked for fused_encoding="bgr8")
     detections: Detections  # boxes x1, y1, x2, y2 in input RGB pixels
-    segmentation: np.ndarray  # (H, W) uint8 class ids
+    segmentation: np.ndarray | None  # (H, W) uint8 class ids; None when infer was asked for none
     timings: dict[str, float] = field(default_factory=dict)  # pre / infer / post, milliseconds
     backend: str = ""
 
@@ -158,14 +158,18 @@ class Engine(ABC):
 
     # ------------------------------------------------------------------------------- inference
     def infer(self, thermal: np.ndarray, color: np.ndarray, *, color_encoding: str = "rgb8",
-              fused_encoding: str = "rgb8") -> Perception:
+              fused_encoding: str = "rgb8", segmentation: bool = True) -> Perception:
         """thermal H×W (float 0..1, or raw uint8 / uint16 counts), color H×W[×C] uint8 in ``color_encoding``
         (image_conversions.COLOR_ENCODINGS) -> Perception at the colour image's size, the fused image in
-        ``fused_encoding`` (rgb8 or bgr8). Colour order is converted once, at the network size."""
-        return self.infer_batch([thermal], [color], color_encoding=color_encoding, fused_encoding=fused_encoding)[0]
+        ``fused_encoding`` (rgb8 or bgr8). Colour order is converted once, at the network size.
+        ``segmentation=False`` skips the class-id mask (its argmax and resize to the frame cost ~10 ms a
+        640x480 pair on one CPU core) for callers that publish none: ``Perception.segmentation`` is None."""
+        return self.infer_batch([thermal], [color], color_encoding=color_encoding, fused_encoding=fused_encoding,
+                                segmentation=segmentation)[0]
 
     def infer_batch(self, thermals: Sequence[np.ndarray], colors: Sequence[np.ndarray], *,
-                    color_encoding: str = "rgb8", fused_encoding: str = "rgb8") -> list[Perception]:
+                    color_encoding: str = "rgb8", fused_encoding: str = "rgb8",
+                    segmentation: bool = True) -> list[Perception]:
         """Several pairs in one network call (a fixed batch-1 graph runs them one after the other)."""
         if len(thermals) != len(colors) or not len(thermals):
             raise InputError(
@@ -185,7 +189,8 @@ class Engine(ABC):
         outputs = self._run_batched(thermal_batch, rgb_batch)
         t2 = time.perf_counter()
         post = self._post
-        results = [self._postprocess(outputs, i, pair, post, fused_encoding) for i, pair in enumerate(pairs)]
+        results = [self._postprocess(outputs, i, pair, post, fused_encoding, segmentation)
+                   for i, pair in enumerate(pairs)]
         t3 = time.perf_counter()
         n = len(pairs)
         timings = {"pre": (t1 - t0) * 1e3 / n, "infer": (t2 - t1) * 1e3 / n, "post": (t3 - t2) * 1e3 / n}
@@ -212,7 +217,7 @@ class Engine(ABC):
 
     def _postprocess(
         self, outputs: dict[str, np.ndarray], index: int, pair: PreparedPair, post: PostprocessConfig,
-        fused_encoding: str,
+        fused_encoding: str, segmentation: bool,
     ) -> Perception:
         net_size = self.input_size
         dets = decode_detections(
@@ -222,7 +227,8 @@ class Engine(ABC):
         return Perception(
             fused=fused_to_image(outputs["fused"][index], pair.rgb_size, fused_encoding),
             detections=dets,
-            segmentation=mask_to_size(segmentation_mask(outputs["seg_logits"][index]), pair.rgb_size),
+            segmentation=(mask_to_size(segmentation_mask(outputs["seg_logits"][index]), pair.rgb_size)
+                          if segmentation else None),
             backend=self.backend,
         )
 

@@ -483,7 +483,9 @@ class FusionNode(LifecycleNode):
         prepare_ms = (started - taken_perf) * 1e3
         try:
             # colour order is fixed once, at the network size; the fused image comes back ready to publish
-            result = engine.infer(thermal_unit, color, color_encoding=color_encoding, fused_encoding="bgr8")
+            # the class-id mask only when a segmentation topic is published (off by default): ~10 ms a pair
+            result = engine.infer(thermal_unit, color, color_encoding=color_encoding, fused_encoding="bgr8",
+                                  segmentation=bool({"mask", "seg_color"} & set(self._pubs)))
         except InputError as exc:
             self._reject(THERMAL, "engine_input", str(exc))
             return
