@@ -439,3 +439,32 @@ def test_trainer_steps_on_real_layouts(tmp_path, kind):
     if kind == "m3fd":  # Trainer.validate() needs ground-truth boxes (evaluate_detections raises without)
         result = trainer.validate()
         assert result["miou"] != result["miou"]  # NaN: no masks in M3FD
+
+
+def test_rescale_augmentation_keeps_boxes_on_their_objects():
+    """scale: [low, high] resizes frame, mask and boxes together: a bright square stays inside its box at
+    every drawn factor, the crop size holds (the lower bound is raised to fit it), bad ranges are refused."""
+    from training.data import Augment, _scale_range, augment
+
+    thermal = torch.zeros(1, 60, 80)
+    thermal[:, 20:30, 40:52] = 1.0
+    rgb = thermal.repeat(3, 1, 1)
+    mask = (thermal[0] > 0).long()
+    sample = {"thermal": thermal, "rgb": rgb, "mask": mask, "boxes": torch.tensor([[40.0, 20.0, 52.0, 30.0]]),
+              "labels": torch.tensor([1]), "name": "a"}
+    aug = Augment(crop=(48, 64), hflip=True, scale=(0.5, 2.0), min_box_pixels=1.0)
+    areas = set()
+    for seed in range(40):
+        out = augment(sample, aug, np.random.default_rng(seed))
+        assert out["thermal"].shape == (1, 48, 64) and out["rgb"].shape == (3, 48, 64) and out["mask"].shape == (48, 64)
+        for box in out["boxes"]:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+            inside = out["thermal"][0, y0:y1, x0:x1]
+            assert inside.numel() > 0 and float(inside.mean()) > 0.6, (seed, box)  # the square fills its box
+            assert float(out["mask"][y0:y1, x0:x1].float().mean()) > 0.6
+            areas.add(round(float((box[2] - box[0]) * (box[3] - box[1]))))
+    assert max(areas) > 2.0 * min(areas)  # the object was seen at several sizes
+    assert _scale_range(None) is None and _scale_range([0.75, 1.5]) == (0.75, 1.5)
+    for bad in ([1.5, 0.75], [0, 1], "big", [1.0]):
+        with pytest.raises(ValueError, match="data.scale"):
+            _scale_range(bad)

@@ -3,10 +3,11 @@
 Every dataset yields `PairSample`-like dicts:
     thermal (1,H,W) float 0..1, rgb (3,H,W) float 0..1, boxes (N,4) float xyxy px, labels (N,) long,
     mask (H,W) long (255 = no label), name str.
-Augmentations (random crop, horizontal flip) are applied identically to both modalities and labels.
+Augmentations (random rescale, crop, horizontal flip) are applied identically to both modalities and labels.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +32,33 @@ class Augment:
     crop: tuple[int, int] | None = None  # (height, width) random crop; None keeps the full frame
     hflip: bool = True
     min_box_pixels: float = 16.0  # boxes cut down below this area by a crop are dropped
+    # (low, high): rescale the whole frame by a factor drawn log-uniformly from this range before the crop,
+    # so the detector sees each object at more sizes than the camera's one (never below the crop's size)
+    scale: tuple[float, float] | None = None
+
+
+def rescale(sample: dict, factor: float) -> dict:
+    """The sample resized by ``factor``: images bilinear (antialiased when shrinking), mask nearest, boxes scaled."""
+    thermal, rgb, mask = sample["thermal"], sample["rgb"], sample["mask"]
+    height, width = thermal.shape[-2:]
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    resize = lambda image: torch.nn.functional.interpolate(  # noqa: E731
+        image[None], size=size, mode="bilinear", align_corners=False, antialias=factor < 1)[0]
+    sy, sx = size[0] / height, size[1] / width
+    if mask is not None:
+        mask = torch.nn.functional.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].to(mask.dtype)
+    boxes = sample["boxes"] * torch.tensor([sx, sy, sx, sy], dtype=sample["boxes"].dtype)
+    return {**sample, "thermal": resize(thermal), "rgb": resize(rgb), "mask": mask, "boxes": boxes}
 
 
 def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
-    """Random crop + flip, identical for thermal, rgb, mask and boxes."""
+    """Random rescale + crop + flip, identical for thermal, rgb, mask and boxes."""
+    if aug.scale is not None:
+        height, width = sample["thermal"].shape[-2:]
+        low = max(aug.scale[0], *(c / n for c, n in zip(aug.crop or (0, 0), (height, width))))
+        factor = math.exp(rng.uniform(math.log(low), math.log(max(low, aug.scale[1]))))
+        if abs(factor - 1.0) > 1e-3:
+            sample = rescale(sample, factor)
     thermal, rgb, mask, boxes, labels = sample["thermal"], sample["rgb"], sample["mask"], sample["boxes"], sample["labels"]
     height, width = thermal.shape[-2:]
     if aug.crop is not None:
@@ -108,6 +132,19 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
+def _scale_range(value) -> tuple[float, float] | None:
+    """The data config's ``scale: [low, high]`` (rescale factors, 0 < low <= high), or None."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.scale must be [low, high] rescale factors, got {value!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"data.scale must satisfy 0 < low <= high, got {value!r}")
+    return low, high
+
+
 def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset:
     """The dataset a config's `data:` section names, for split 'train', 'heldout' or 'val' ('test' where the
     dataset has one).
@@ -116,10 +153,11 @@ def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset
     kind: layout, m3fd, llvip, msrs, fmb, mfnet, folder — real pairs under `root` (training/datasets.py has
     the folder layouts, the resizing and the split rules). `classes` (a ClassConfig or class YAML path; the
     trainer's list) sets the class names those datasets' labels are read against.
-    Train and held-out samples get the random crop/flip (`crop`, `hflip`); val/test are returned as read.
+    Train and held-out samples get the random rescale/crop/flip (`scale`, `crop`, `hflip`); val/test are returned as read.
     """
     kind = cfg.get("kind", "synthetic")
-    aug = Augment(crop=tuple(cfg["crop"]) if cfg.get("crop") else None, hflip=cfg.get("hflip", True))
+    aug = Augment(crop=tuple(cfg["crop"]) if cfg.get("crop") else None, hflip=cfg.get("hflip", True),
+                  scale=_scale_range(cfg.get("scale")))
     if kind == "synthetic":
         seeds = {"train": cfg["seed"], "heldout": cfg["seed"] + 1, "val": cfg["seed"] + 2}
         sizes = {"train": cfg["train_size"], "heldout": cfg["heldout_size"], "val": cfg["val_size"]}
