@@ -76,6 +76,37 @@ def test_kill_and_resume_continues_exactly(tmp_path):
     assert set(val) >= {"map50", "map50_95", "miou"}
 
 
+def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path):
+    """schedule.ema_decay: the saved model is the moving average of the weights over the bi-level steps (not
+    the last weights), it is checkpointed, and a run cut inside the bi-level phase resumes to the same model."""
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"]["ema_decay"] = 0.5
+    path = _write(tmp_path, cfg)
+    assert main(["--config", str(path), "--out", str(tmp_path / "full")]) == 0
+    assert main(["--config", str(path), "--out", str(tmp_path / "cut"), "--stop-after", "5"]) == 0  # ckpt at 4
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["ema"]["n_averaged"] == 2
+    assert main(["--config", str(path), "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    full, _ = load_model(tmp_path / "full" / "model.pt")
+    cut, _ = load_model(tmp_path / "cut" / "model.pt")
+    for (name, a), (_, b) in zip(full.state_dict().items(), cut.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    state = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    assert state["ema"]["n_averaged"] == 6  # one update per bi-level step, none in the warm start
+    shipped = full.state_dict()
+    averaged = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(shipped[k], averaged[k]) for k in shipped)
+    assert any(not torch.equal(shipped[k], state["model"][k]) for k in shipped)  # not the last weights
+    # a checkpoint without an average cannot be resumed as a run with one (nor the decay be out of range)
+    (tmp_path / "p").mkdir()
+    plain = _write(tmp_path / "p", TINY)  # (its own file: _write names every config cfg.yaml)
+    assert main(["--config", str(plain), "--out", str(tmp_path / "plain"), "--stop-after", "2"]) == 0
+    with pytest.raises(ValueError, match="no weight average"):
+        main(["--config", str(path), "--out", str(tmp_path / "plain"), "--resume"])
+    cfg["schedule"]["ema_decay"] = 1.0
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(cfg, tmp_path / "bad")
+
+
 def test_bad_config_and_resume_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {}, "model": {}}))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
@@ -67,6 +68,9 @@ class Schedule:
     # (the COCO YOLOX-nano) is wrecked by Adam's ~lr step on every weight: see config/train_msrs.yaml
     semantic_optimizer: str = "adam"
     grad_clip: float | None = None  # clip the semantic module's gradient norm (None: no clipping)
+    # > 0: validate and ship an exponential moving average of the weights over the bi-level steps
+    # (torch.optim.swa_utils), which smooths the step-to-step noise of small-batch fine-tuning
+    ema_decay: float = 0.0
     log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
     checkpoint_every: int = 100
@@ -116,6 +120,10 @@ class Trainer:
 
             self.detector_init = load_yolox_onnx(self.model.detector, cfg["detector_init"], self.det_classes)
         self.critic = L.PixelCritic().to(self.device)
+        if not 0.0 <= self.sched.ema_decay < 1.0:
+            raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.sched.ema_decay}")
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.sched.ema_decay), use_buffers=True)
+                    if self.sched.ema_decay > 0 else None)
         self.alpha = list(self.model.fusion.parameters())
         self.y = {
             "visual": list(self.critic.parameters()),
@@ -172,10 +180,12 @@ class Trainer:
                 inside[i, :, y1:y2, x1:x2] = 1.0
         return sal * inside
 
-    def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fused RGB and Y the task modules see: F_alpha, or a fixed baseline image."""
+    def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor, model: FusedPerceptionNet | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused RGB and Y the task modules see: F_alpha (of ``model``, default the trained one), or a
+        fixed baseline image."""
         if self.fusion_mode in ("bilevel", "two_stage"):
-            return self.model.fuse(thermal, rgb)
+            return (model or self.model).fuse(thermal, rgb)
         if self.fusion_mode == "ir_only":
             return thermal.expand(-1, 3, -1, -1), thermal
         if self.fusion_mode == "rgb_only":
@@ -315,6 +325,8 @@ class Trainer:
             bilevel_step = self.step - self.warmup_steps
             self.set_learning_rates(bilevel_step)
             row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
+            if self.ema is not None and bilevel_step >= 0:
+                self.ema.update_parameters(self.model)
             bad = [k for k in ("fuse", "f_semantic", "f_visual") if k in row and not math.isfinite(row[k])]
             if bad:  # a diverged run must stop here, not write NaN weights into checkpoints for hours
                 raise FloatingPointError(f"training diverged at step {self.step}: {', '.join(bad)} not finite; lower "
@@ -345,13 +357,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset) -> dict:
-        """mAP (COCO, when the data has boxes) and mIoU of the current model on a dataset."""
-        self.model.eval()
+        """mAP (COCO, when the data has boxes) and mIoU of the model that would ship now on a dataset."""
+        model = self.shipped_model()
+        model.eval()
         preds, gts, cm = [], [], ConfusionMatrix(len(self.seg_classes), ignore_index=NO_LABEL)
         for i in range(len(dataset)):
             s = dataset[i]
-            fused, _ = self.fuse(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device))
-            cls_logits, box_ltrb, centerness, seg_logits = self.model.perceive(fused)
+            fused, _ = self.fuse(s["thermal"][None].to(self.device), s["rgb"][None].to(self.device), model)
+            cls_logits, box_ltrb, centerness, seg_logits = model.perceive(fused)
             h, w = s["thermal"].shape[-2:]
             dets = decode_detections(cls_logits[0].cpu().numpy(), box_ltrb[0].cpu().numpy(),
                                      centerness[0].cpu().numpy(), (h, w), PostprocessConfig(score_threshold=0.05))
@@ -359,12 +372,18 @@ class Trainer:
             gts.append((s["boxes"].numpy(), s["labels"].numpy()))
             if s["mask"] is not None:
                 cm.update(segmentation_mask(seg_logits[0].cpu().numpy()), s["mask"].numpy())
-        self.model.train()
+        self.model.train()  # (the EMA copy is never trained: it stays in eval mode)
         result = {"step": self.step, "miou": cm.miou(), "map50": None, "map50_95": None, "ap50": None}
         if any(len(labels) for _, labels in gts):  # segmentation-only datasets have no boxes to score
             report = evaluate_detections(preds, gts, self.det_classes)
             result.update(map50=report.map50, map50_95=report.map50_95, ap50=report.ap50)
         return result
+
+    def shipped_model(self) -> FusedPerceptionNet:
+        """The weights validated and saved: their moving average once it has seen a bi-level step."""
+        if self.ema is not None and int(self.ema.n_averaged) > 0:
+            return self.ema.module
+        return self.model
 
     def validate(self) -> dict:
         result = self.evaluate(self.val_set)
@@ -394,7 +413,7 @@ class Trainer:
             "model": self.model.state_dict(), "critic": self.critic.state_dict(),
             "opt_upper": self.opt_upper.state_dict(), "opt_lower": {t: o.state_dict() for t, o in self.opt_lower.items()},
             "task_weights": self.task_weights.state_dict(), "torch_rng": torch.get_rng_state(),
-            "init_from": self.init_from,
+            "init_from": self.init_from, "ema": None if self.ema is None else self.ema.state_dict(),
         }
 
     def save_checkpoint(self) -> None:
@@ -410,6 +429,11 @@ class Trainer:
         for t, o in self.opt_lower.items():
             o.load_state_dict(state["opt_lower"][t])
         self.task_weights.load_state_dict(state["task_weights"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"{path}: this checkpoint has no weight average; resume it with its own "
+                                 "schedule.ema_decay (0)")
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         self.init_from = state.get("init_from", self.init_from)  # the base as it was when the run began
         self.step = state["step"]
@@ -421,7 +445,7 @@ class Trainer:
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
                          thermal_range=self.thermal_range, info=json.loads(json.dumps(info, default=_json_nan)))
-        save_model(self.out / "model.pt", self.model, meta)
+        save_model(self.out / "model.pt", self.shipped_model(), meta)
         from training.report import plot_training
 
         plot_training(self.out, self)
