@@ -18,6 +18,7 @@ Everything is in this file except the losses (training/losses.py) and the hyperg
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbc
 from fusion_ros.postprocess import PostprocessConfig, decode_detections, segmentation_mask
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
+from training.channel_steps import fold, scale_conv_weights
 from training.data import NO_LABEL, build_dataset, collate
 
 TASKS = ("visual", "semantic")
@@ -71,6 +73,9 @@ class Schedule:
     # > 0: validate and ship an exponential moving average of the weights over the bi-level steps
     # (torch.optim.swa_utils), which smooths the step-to-step noise of small-batch fine-tuning
     ema_decay: float = 0.0
+    # True: Adam steps on the semantic module's conv weights are relative, the same fraction of every
+    # output channel (training/channel_steps.py): for a detector with BatchNorms folded in (COCO YOLOX-nano)
+    channel_relative_steps: bool = False
     log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
     checkpoint_every: int = 100
@@ -119,6 +124,10 @@ class Trainer:
             from training.yolox_weights import load_yolox_onnx
 
             self.detector_init = load_yolox_onnx(self.model.detector, cfg["detector_init"], self.det_classes)
+        if self.sched.channel_relative_steps:  # the semantic module's convs: all but the fusion net's
+            for name, child in self.model.named_children():
+                if name != "fusion":
+                    scale_conv_weights(child)
         self.critic = L.PixelCritic().to(self.device)
         if not 0.0 <= self.sched.ema_decay < 1.0:
             raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.sched.ema_decay}")
@@ -445,7 +454,7 @@ class Trainer:
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
                          thermal_range=self.thermal_range, info=json.loads(json.dumps(info, default=_json_nan)))
-        save_model(self.out / "model.pt", self.shipped_model(), meta)
+        save_model(self.out / "model.pt", fold(copy.deepcopy(self.shipped_model())), meta)
         from training.report import plot_training
 
         plot_training(self.out, self)
