@@ -42,7 +42,7 @@ from training.bilevel import TaskWeights  # noqa: E402
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS  # noqa: E402
 from training.data import night_fog_holdout  # noqa: E402
 from training.losses import FUSION_TARGETS, fusion_target  # noqa: E402
-from training.train import FUSION_MODES, Trainer, load_config  # noqa: E402
+from training.train import FUSION_MODES, Trainer, load_config, scoring_config  # noqa: E402
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
@@ -117,7 +117,7 @@ def holdout_benchmark(args) -> None:
     rows = []
     for run in args.runs:
         model, meta = load_model(run / "model.pt")
-        trainer = Trainer(meta.info["config"], args.out / "runs" / run.name)
+        trainer = Trainer(scoring_config(meta.info["config"]), args.out / "runs" / run.name)
         trainer.model.load_state_dict(model.state_dict())
         row = {"run": str(run), "input": trainer.fusion_mode, **holdout_row(trainer, args.holdout)}
         row.update({f"AP {name}": ap for name, ap in row["AP@0.5 per class"].items()})

@@ -29,7 +29,7 @@ from fusion_ros.checkpoint import load_model  # noqa: E402
 from fusion_ros.labelled_pairs import subsets as match_subsets  # noqa: E402
 from fusion_ros.pairs_eval import detection_metrics  # noqa: E402
 from fusion_ros.postprocess import PostprocessConfig, decode_detections  # noqa: E402
-from training.train import Trainer, load_config  # noqa: E402
+from training.train import Trainer, load_config, scoring_config  # noqa: E402
 
 SUBSETS = {"day": "D$", "night": "N$"}
 MODE_TITLES = {"ir_only": "thermal only", "rgb_only": "RGB only", "average": "pixel average",
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     for run in args.runs:
         model, meta = load_model(run / "model.pt")
         run_cfg = meta.info["config"]
-        trainer = Trainer({**run_cfg, "detector_init": None}, args.out / "scratch")
+        trainer = Trainer(scoring_config(run_cfg), args.out / "scratch")
         trainer.model.load_state_dict(model.state_dict())
         rows.append(score(trainer, MODE_TITLES[trainer.fusion_mode], run_cfg.get("seed", 0)))
         print(markdown(rows[-1:], trainer.det_classes).splitlines()[-1], flush=True)

@@ -94,6 +94,12 @@ def load_config(path: str | Path) -> dict:
     return cfg
 
 
+def scoring_config(cfg: dict) -> dict:
+    """A finished run's config (its model.pt's meta.info["config"]) for a Trainer that scores the saved
+    plain weights: no detector seeding, no training-time reparametrization of the conv weights."""
+    return {**cfg, "detector_init": None, "schedule": {**cfg["schedule"], "channel_relative_steps": False}}
+
+
 class Trainer:
     def __init__(self, cfg: dict, out_dir: Path, device: str = "cpu", config_path: str | None = None):
         self.cfg, self.out, self.device = cfg, Path(out_dir), torch.device(device)
