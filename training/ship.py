@@ -74,9 +74,10 @@ REAL_CARD = """# Model card: {name}
   of names {split} so that no validation frame has a near-duplicate in training: {counts}.
   {terms}
 - **Start**: {start}
-- **Training**: bi-level dynamic learning (training/train.py), fusion mode `{fusion_mode}`, fusion target `{target}`,
+- **Training**: training/train.py, fusion mode `{fusion_mode}` ({mode_text}), fusion target `{target}`,
   fused colour `{chroma}`, aggregation `{aggregation}`, {steps} steps, finished {finished}.
-  Command: `python -m training.train --config {config} --out {run} --seed {seed}` then `python -m training.ship {run}`.
+  Command: `python -m training.train --config {config} --fusion-mode {fusion_mode} --out {run} --seed {seed}` then
+  `python -m training.ship {run}`.
   {note}
 - **Validation** (`{name}.onnx` in ONNX Runtime, as the node runs it, on the {val_pairs} val pairs; mAP@0.5 over
   {det}; `fusion-eval-pairs {root} --split val --subset day='D$' --subset night='N$'`):
@@ -91,6 +92,13 @@ REAL_CARD = """# Model card: {name}
   parity-checked against torch at export).
 - **Shipped**: {today}.
 """
+
+FUSION_MODE_TEXT = {
+    "bilevel": "bi-level dynamic learning: the fusion net the upper level, the detector and the pixel critic the "
+               "lower level, first-order hypergradients with dynamic task weights",
+    "two_stage": "two-stage: the fusion net trained on the fusion loss alone (the warm start), then frozen while "
+                 "the detector trains on its output",
+}
 
 MSRS_TERMS = ("MSRS (Tang et al., PIAFusion, Information Fusion 2022) from MFNet (Ha et al., IROS 2017): published "
               "for research use, cite both; the box labels (Lele-3/MSRS-detection-label) state no licence. This "
@@ -125,6 +133,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         det=", ".join(meta.det_classes), seg=", ".join(meta.seg_classes), root=data["root"],
         variant=data.get("variant", "default"), split=split, counts=counts, terms=MSRS_TERMS if "msrs" in data["root"] else "",
         start=start, fusion_mode=meta.info.get("fusion_mode", "bilevel"), target=trainer.weights.target,
+        mode_text=FUSION_MODE_TEXT.get(meta.info.get("fusion_mode", "bilevel"), "a fixed input image"),
         chroma=model.cfg.chroma, aggregation=trainer.sched.aggregation, steps=meta.info["steps"],
         finished=meta.info["date"], config=meta.info.get("config_path"), run=args.run, note=args.note,
         seed=cfg.get("seed", 0),
