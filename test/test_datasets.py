@@ -407,9 +407,10 @@ def test_roadscene_as_folder():
         check_sample(ds[0], 128, 160, mask=False)
 
 
-@pytest.mark.parametrize("kind", ["m3fd", "msrs"])
-def test_trainer_steps_on_real_layouts(tmp_path, kind):
-    """A few bi-level steps + validation on boxes-only (M3FD) and masks-only (MSRS) data."""
+@pytest.mark.parametrize(("kind", "workers"), [("m3fd", 0), ("msrs", 0), ("m3fd", 2)])
+def test_trainer_steps_on_real_layouts(tmp_path, kind, workers):
+    """A few bi-level steps + validation on boxes-only (M3FD) and masks-only (MSRS) data; also with the
+    training batches built by worker processes (a forked one once hung here, see Trainer.training_batches)."""
     from training.train import Trainer
 
     root = tmp_path / kind
@@ -430,7 +431,7 @@ def test_trainer_steps_on_real_layouts(tmp_path, kind):
                   "backbone_channels": [8, 8, 16, 16, 16], "fpn_channels": 16, "head_convs": 1, "seg_channels": 8},
         "schedule": {"fusion_warmup_steps": 1, "steps": 3, "fusion_every": 2, "batch_size": 2, "lower_lr": 1e-3,
                      "upper_lr": 1e-3, "aggregation": "equal", "log_every": 1, "val_every": 100,
-                     "checkpoint_every": 100},
+                     "checkpoint_every": 100, "loader_workers": workers},
     }
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.fit(stop_after=3)  # stops before the final validation

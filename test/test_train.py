@@ -1,6 +1,7 @@
 """The bi-level trainer end to end on tiny synthetic data: it learns, logs, checkpoints, resumes exactly."""
 import copy
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import yaml
 
 from fusion_ros.checkpoint import load_model
 from fusion_ros.engine.sidecar import sha256_file
+from training.data import prefetched
 from training.ship import real_data_line
 from training.train import Trainer, load_config, main
 
@@ -107,6 +109,42 @@ def test_weight_average_is_what_ships_and_resumes_exactly(tmp_path):
         Trainer(cfg, tmp_path / "bad")
 
 
+def _same_batch(a: dict, b: dict) -> bool:
+    return (a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in ("thermal", "rgb", "mask"))
+            and all(torch.equal(x, y) for key in ("boxes", "labels") for x, y in zip(a[key], b[key])))
+
+
+def test_batch_worker_processes_change_nothing_and_resume_exactly(tmp_path):
+    """schedule.loader_workers: worker processes build the batches the training process builds (across epoch
+    boundaries), so a run with them, cut and resumed, ends bit for bit where an uninterrupted one without
+    them does; and none of them outlives fit(), whether it ends, stops early or fails."""
+    workers = copy.deepcopy(TINY)
+    workers["schedule"]["loader_workers"] = 2
+    trainer = Trainer(copy.deepcopy(workers), tmp_path / "stream")
+    with prefetched(trainer.training_batches(3, 20)) as batches:  # 16 pairs, 2 a batch: 8 draws an epoch
+        ahead = list(batches)
+    assert len(ahead) == 17 and all(_same_batch(trainer.batch(trainer.train_set, 3 + i), b) for i, b in enumerate(ahead))
+
+    for name in ("w0", "w2"):
+        (tmp_path / name).mkdir()  # (_write names every config cfg.yaml)
+    plain, path = _write(tmp_path / "w0", TINY), _write(tmp_path / "w2", workers)
+    assert main(["--config", str(plain), "--out", str(tmp_path / "inline")]) == 0
+    assert main(["--config", str(path), "--out", str(tmp_path / "cut"), "--stop-after", "3"]) == 0
+    assert not multiprocessing.active_children()  # stopped early, batches still in flight: its workers are gone
+    assert main(["--config", str(path), "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    inline, _ = load_model(tmp_path / "inline" / "model.pt")
+    cut, _ = load_model(tmp_path / "cut" / "model.pt")
+    for (name, a), (_, b) in zip(inline.state_dict().items(), cut.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not multiprocessing.active_children()
+
+    with torch.no_grad():  # a run that fails inside the loop (diverged) stops its workers as well
+        next(iter(trainer.y["semantic"])).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        trainer.fit()
+    assert not multiprocessing.active_children()
+
+
 def test_bad_config_and_resume_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {}, "model": {}}))
@@ -118,6 +156,10 @@ def test_bad_config_and_resume_errors(tmp_path):
     cfg["schedule"]["aggregation"] = "magic"
     with pytest.raises(ValueError, match="aggregation mode"):
         Trainer(cfg, tmp_path / "x")
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"]["loader_workers"] = -1
+    with pytest.raises(ValueError, match="loader_workers must be >= 0"):
+        Trainer(cfg, tmp_path / "y")
 
 
 def test_torchrun_two_processes_gloo_stay_in_sync(tmp_path):

@@ -8,11 +8,12 @@ Augmentations (random rescale, crop, horizontal flip) are applied identically to
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from training.samples import NO_LABEL, to_sample  # noqa: F401  (the trainer imports NO_LABEL from here)
 
@@ -130,6 +131,46 @@ def collate(samples: list[dict]) -> dict:
         "name": [s["name"] for s in samples],
         "condition": [s.get("condition", "") for s in samples],
     }
+
+
+class BatchStream(Dataset):
+    """The deterministic batch stream of a dataset, as a map-style dataset: item ``draw`` is the collated
+    ``draw``-th batch. It holds the items at positions ``[(draw * world + rank) * batch_size, +batch_size)`` of
+    the dataset's epoch-wise permutations laid end to end (each seeded by (seed, epoch, dataset size)), with
+    the augmentation draws of that epoch (``dataset.epoch``): a pure function of ``draw``, so a resumed run
+    and DataLoader worker processes (any number of them, see Trainer.training_batches) build the same batches."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.dataset, self.batch_size, self.seed, self.rank, self.world = dataset, batch_size, seed, rank, world
+
+    def __getitem__(self, draw: int) -> dict:
+        n, bs = len(self.dataset), self.batch_size
+        epoch, pos = divmod((draw * self.world + self.rank) * bs, n)
+        order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
+        order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
+        self.dataset.epoch = epoch
+        return collate([self.dataset[int(i)] for i in order[pos : pos + bs]])
+
+
+@contextmanager
+def prefetched(loader: DataLoader):
+    """Iterate a DataLoader and stop its worker processes on leaving the block, also on an error or an early
+    break. Its iterator would stop them only once collected, which a traceback holding it delays, up to the
+    interpreter's exit (a test run then never ended)."""
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        if hasattr(batches, "_shutdown_workers"):  # worker processes (num_workers 0 has none)
+            batches._shutdown_workers()
+
+
+def one_thread_worker(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: a batch worker shares the CPU with the training step, so one OpenCV thread
+    (the DataLoader already gives each worker one torch thread)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _scale_range(value) -> tuple[float, float] | None:

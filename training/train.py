@@ -13,7 +13,8 @@ The algorithm, as `Trainer.bilevel_step` runs it:
         h_i = dF_i/dalpha - c_i df_i/dalpha,  c_i = <dF_i/dy_i, df_i/dy_i>/|df_i/dy_i|^2
         alpha <- alpha - lr * (dL_fuse/dalpha + sum_i w_i h_i),  w from TaskWeights (dynamic)
 Everything is in this file except the losses (training/losses.py) and the hypergradient algebra
-(training/bilevel.py). Checkpoints are atomic and `--resume` continues the exact sequence of batches.
+(training/bilevel.py). Checkpoints are atomic and `--resume` continues the exact sequence of batches
+(schedule.loader_workers > 0 builds the training batches ahead in worker processes: the same batches).
 """
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
@@ -44,7 +45,7 @@ from fusion_ros.postprocess import PostprocessConfig, decode_detections, segment
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.channel_steps import fold, scale_conv_weights
-from training.data import NO_LABEL, build_dataset, collate
+from training.data import NO_LABEL, BatchStream, build_dataset, one_thread_worker, prefetched
 
 TASKS = ("visual", "semantic")
 # What the semantic module reads. "bilevel" is the method; the others are the quality benchmark's
@@ -76,6 +77,9 @@ class Schedule:
     # True: Adam steps on the semantic module's conv weights are relative, the same fraction of every
     # output channel (training/channel_steps.py): for a detector with BatchNorms folded in (COCO YOLOX-nano)
     channel_relative_steps: bool = False
+    # > 0: that many DataLoader worker processes build the training batches ahead of the step (the same
+    # batches: --resume stays exact); 0 builds each batch in the training process when the step needs it
+    loader_workers: int = 0
     log_every: int = 10  # lower-level steps; every fusion (hypergradient) update is logged
     val_every: int = 200
     checkpoint_every: int = 100
@@ -137,6 +141,8 @@ class Trainer:
         self.critic = L.PixelCritic().to(self.device)
         if not 0.0 <= self.sched.ema_decay < 1.0:
             raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.sched.ema_decay}")
+        if self.sched.loader_workers < 0:
+            raise ValueError(f"schedule.loader_workers must be >= 0, got {self.sched.loader_workers}")
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.sched.ema_decay), use_buffers=True)
                     if self.sched.ema_decay > 0 else None)
         self.alpha = list(self.model.fusion.parameters())
@@ -168,15 +174,31 @@ class Trainer:
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------------------------------ data
+    def stream(self, dataset) -> BatchStream:
+        """A dataset's deterministic stream of batches (epoch-wise permutations), this rank's share of each."""
+        return BatchStream(dataset, self.sched.batch_size, self.seed, self.rank, self.world)
+
     def batch(self, dataset, draw: int) -> dict:
-        """The `draw`-th batch of a dataset's deterministic stream (epoch-wise permutations)."""
-        n, bs = len(dataset), self.sched.batch_size
-        epoch, pos = divmod((draw * self.world + self.rank) * bs, n)
-        order = np.random.default_rng([self.seed, epoch, n]).permutation(n)
-        order = np.concatenate([order, np.random.default_rng([self.seed, epoch + 1, n]).permutation(n)])
-        dataset.epoch = epoch
-        items = [dataset[int(i)] for i in order[pos : pos + bs]]
-        b = collate(items)
+        """The `draw`-th batch of a dataset's stream, built here and now."""
+        return self.to_device(self.stream(dataset)[draw])
+
+    def training_batches(self, start: int, stop: int) -> DataLoader:
+        """Training batches start, ..., stop - 1 of the stream, in order: the batches `batch` builds, built
+        ahead of the step by schedule.loader_workers worker processes (0: in this process, when asked)."""
+        workers = self.sched.loader_workers
+        return DataLoader(
+            self.stream(self.train_set), sampler=range(start, stop), batch_size=None, num_workers=workers,
+            worker_init_fn=one_thread_worker,
+            # spawned, not forked: a fork of this process, whose torch, OpenCV or ONNX Runtime thread pools may
+            # be running, can inherit a lock held by one of those threads and hang (a forked worker did)
+            multiprocessing_context="spawn" if workers else None,
+            # the loader draws its workers' seeds from its own generator, not from torch's global RNG, which
+            # the training step uses and --resume restores (the batches themselves use no torch RNG)
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def to_device(self, b: dict) -> dict:
+        """A batch's tensors on the training device (a CPU batch stays where it is)."""
         for key in ("thermal", "rgb", "mask"):
             if b[key] is not None:
                 b[key] = b[key].to(self.device)
@@ -334,33 +356,35 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.main_process)
         done_now = 0
         self.model.train()
-        while self.step < total:
-            t0 = time.perf_counter()
-            b = self.batch(self.train_set, self.step)
-            bilevel_step = self.step - self.warmup_steps
-            self.set_learning_rates(bilevel_step)
-            row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
-            if self.ema is not None and bilevel_step >= 0:
-                self.ema.update_parameters(self.model)
-            bad = [k for k in ("fuse", "f_semantic", "f_visual") if k in row and not math.isfinite(row[k])]
-            if bad:  # a diverged run must stop here, not write NaN weights into checkpoints for hours
-                raise FloatingPointError(f"training diverged at step {self.step}: {', '.join(bad)} not finite; lower "
-                                         "schedule.lower_lr / upper_lr or set schedule.grad_clip, then --resume")
-            row = {"step": self.step, "seconds": time.perf_counter() - t0, **row}
-            self.history.append(row)
-            self.step += 1
-            done_now += 1
-            bar.update(1)
-            if self.main_process and (self.step % self.sched.log_every == 0 or row["phase"] == "bilevel"):
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("fuse", "f_semantic", "f_visual")})
-                log_file.write(json.dumps(row) + "\n")
-                log_file.flush()
-            if self.main_process and (self.step % self.sched.val_every == 0 or self.step == total):
-                self.validate()
-            if self.main_process and (self.step % self.sched.checkpoint_every == 0 or self.step == total):
-                self.save_checkpoint()
-            if stop_after is not None and done_now >= stop_after:
-                break
+        with prefetched(self.training_batches(self.step, total)) as batches:
+            while self.step < total:
+                t0 = time.perf_counter()
+                b = self.to_device(next(batches))
+                bilevel_step = self.step - self.warmup_steps
+                self.set_learning_rates(bilevel_step)
+                row = self.warmup_step(b) if bilevel_step < 0 else self.bilevel_step(b, bilevel_step)
+                if self.ema is not None and bilevel_step >= 0:
+                    self.ema.update_parameters(self.model)
+                bad = [k for k in ("fuse", "f_semantic", "f_visual") if k in row and not math.isfinite(row[k])]
+                if bad:  # a diverged run must stop here, not write NaN weights into checkpoints for hours
+                    raise FloatingPointError(f"training diverged at step {self.step}: {', '.join(bad)} not finite; "
+                                             "lower schedule.lower_lr / upper_lr or set schedule.grad_clip, then "
+                                             "--resume")
+                row = {"step": self.step, "seconds": time.perf_counter() - t0, **row}
+                self.history.append(row)
+                self.step += 1
+                done_now += 1
+                bar.update(1)
+                if self.main_process and (self.step % self.sched.log_every == 0 or row["phase"] == "bilevel"):
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("fuse", "f_semantic", "f_visual")})
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+                if self.main_process and (self.step % self.sched.val_every == 0 or self.step == total):
+                    self.validate()
+                if self.main_process and (self.step % self.sched.checkpoint_every == 0 or self.step == total):
+                    self.save_checkpoint()
+                if stop_after is not None and done_now >= stop_after:
+                    break
         bar.close()
         if self.main_process:
             log_file.close()
