@@ -112,7 +112,8 @@ def main(argv=None) -> int:
                         waits[w].append(wait)
     k = trainer.sched.fusion_every
     load_after = os.getloadavg()
-    results = {w: {"workers": w, **summary(seconds[w], waits[w], k)} for w in settings}
+    # (the per-round samples too: on a busy machine a paired comparison, round by round, says more than medians)
+    results = {w: {"workers": w, **summary(seconds[w], waits[w], k), "samples_s": seconds[w]} for w in settings}
     result = {
         "config": os.path.relpath(args.config, ROOT), "device": args.device, "threads": args.threads,
         "rounds": args.rounds - args.warm, "batch": trainer.sched.batch_size, "crop": cfg["data"].get("crop"),

@@ -190,7 +190,9 @@ class Trainer:
             self.stream(self.train_set), sampler=range(start, stop), batch_size=None, num_workers=workers,
             worker_init_fn=one_thread_worker,
             # spawned, not forked: a fork of this process, whose torch, OpenCV or ONNX Runtime thread pools may
-            # be running, can inherit a lock held by one of those threads and hang (a forked worker did)
+            # be running, can inherit a lock held by one of those threads and hang (forked workers of a process
+            # running ONNX Runtime and OpenCV did, 3 times in 3 tries). Spawned workers import the main module
+            # again: a script that calls fit() needs the usual `if __name__ == "__main__":` guard.
             multiprocessing_context="spawn" if workers else None,
             # the loader draws its workers' seeds from its own generator, not from torch's global RNG, which
             # the training step uses and --resume restores (the batches themselves use no torch RNG)
