@@ -23,7 +23,7 @@ from fusion_ros.model import count_parameters
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS
 from training.data import night_fog_holdout
 from training.export import main as export_main
-from training.train import Trainer
+from training.train import Trainer, scoring_config
 
 CARD = """# Model card: {name}
 
@@ -126,7 +126,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
     init = meta.info.get("detector_init") or {}
     start = (f"the detector from the COCO-pretrained `{init.get('source')}` (YOLOX-nano, Megvii, Apache-2.0), "
              f"COCO classes {init.get('coco_ids')}; the fusion net from scratch." if init else "from scratch.")
-    trainer = Trainer(cfg, args.run / "ship_eval")
+    trainer = Trainer(scoring_config(cfg), args.run / "ship_eval")  # the saved weights, as saved
     card = REAL_CARD.format(
         name=args.name, detector=model.cfg.detector, params=count_parameters(model) / 1e6,
         fusion_output=model.cfg.fusion.output, fusion_params=count_parameters(model.fusion) / 1e6, width=meta.input_size[1], height=meta.input_size[0],
@@ -150,7 +150,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
 
 def synthetic_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
     """Card and metrics of a model trained on generated scenes: its validation and a night+fog hold-out."""
-    trainer = Trainer(cfg, args.run / "ship_eval")
+    trainer = Trainer(scoring_config(cfg), args.run / "ship_eval")  # the saved weights, as saved
     trainer.model.load_state_dict(model.state_dict())
     ho = trainer.evaluate(night_fog_holdout(cfg["data"], args.holdout, meta.thermal_range))
     val = meta.info.get("validation") or {}

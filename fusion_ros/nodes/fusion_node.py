@@ -617,8 +617,7 @@ def main(args=None) -> int:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
-        if stop.requested:
-            stop.ignore_from_now()
+        stop.ignore_from_now()
     return 0
 
 

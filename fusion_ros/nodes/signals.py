@@ -49,8 +49,8 @@ class ShutdownOnSignal:
         return self.event.is_set()
 
     def ignore_from_now(self) -> None:
-        """After a signal, once rclpy is shut down: ignore further signals at the OS level, through exit."""
-        if self._previous:
+        """Once rclpy is shut down, if a signal came: ignore further signals at the OS level, through exit."""
+        if self._previous and self.requested:
             for signum in SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
 
