@@ -369,8 +369,9 @@ def test_unavailable_backends_are_named(artifacts):
 
 
 def test_onnxruntime_engine_runs_without_importing_torch():
-    """A vehicle on ONNX Runtime must not pay torch's import time and memory: the bundled export runs end
-    to end (pre-processing, network, decode, NMS) in a fresh process that never imports torch."""
+    """A vehicle on ONNX Runtime or TensorRT must not pay torch's import time and memory: the bundled export
+    runs end to end (pre-processing, network, decode, NMS) in a fresh process that never imports torch, and
+    the TensorRT backend's module and its CUDA queries (libcudart, the auto backend's GPU check) add none."""
     code = textwrap.dedent("""
         import json, sys
         import numpy as np
@@ -381,6 +382,9 @@ def test_onnxruntime_engine_runs_without_importing_torch():
         thermal = rng.integers(26000, 34000, (512, 640), dtype=np.uint16)
         rgb = rng.integers(0, 256, (512, 640, 3), dtype=np.uint8)
         result = engine.infer(thermal, rgb, color_encoding="bgr8", fused_encoding="bgr8")
+        import fusion_ros.engine.tensorrt_backend
+        from fusion_ros.engine import _cudart_sees_gpu
+        _cudart_sees_gpu()
         print(json.dumps({"backend": engine.backend, "fused": list(result.fused.shape),
                           "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
     """)

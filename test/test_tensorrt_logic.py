@@ -1,5 +1,6 @@
 """TensorRT: everything that can be checked without TensorRT (version paths, sidecar checks, fp16
 conversion, calibration data, errors); the real build + inference test needs a GPU and skips otherwise."""
+import ctypes
 import sys
 import types
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from fusion_ros.checkpoint import ModelMeta, save_model
-from fusion_ros.engine import BackendUnavailableError, EngineError, EngineMismatchError, create_engine
+from fusion_ros.engine import BackendUnavailableError, EngineError, EngineMismatchError, create_engine, cuda_runtime
 from fusion_ros.engine.base import OUTPUT_NAMES
 from fusion_ros.engine.sidecar import ENGINE_FORMAT, read_sidecar, sha256_file, write_sidecar
 from fusion_ros.engine.tensorrt_backend import (
@@ -343,9 +344,10 @@ def test_fp16_build_flow_per_tensorrt_version(exported, tmp_path, monkeypatch, v
     assert read_sidecar(static, ENGINE_FORMAT)["inputs"][1]["shape"] == [1, 3, H, W]
 
 
-def test_int8_build_flow_on_tensorrt_10(exported, tmp_path, monkeypatch):
+def test_int8_build_flow_on_tensorrt_10(exported, standin_cudart, tmp_path, monkeypatch):
     fake, calls = _fake_tensorrt("10.3.0.30")
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(cuda_runtime, "cudart_candidates", lambda: [str(standin_cudart[0])])
     monkeypatch.setattr(be, "current_runtime", lambda trt: RuntimeInfo("10.3.0.30", "Orin", "8.7"))
     with pytest.raises(EngineError, match="--calib-dir"):
         be.build_engine(exported["dynamic"], tmp_path / "x.engine", precision="int8")
@@ -358,5 +360,103 @@ def test_int8_build_flow_on_tensorrt_10(exported, tmp_path, monkeypatch):
     assert calls["flags"] == ["INT8", "FP16"]
     calibrator = calls["config"].int8_calibrator
     assert calibrator is not None and calibrator.get_batch_size() == 1
+    first = calibrator.get_batch(["thermal", "rgb"])  # device addresses (stand-in: host memory) of pair 0
+    thermal = np.frombuffer((ctypes.c_float * (H * W)).from_address(first[0]), np.float32).reshape(1, 1, H, W)
+    assert thermal.min() == thermal.max() == pytest.approx((30000 - 25315) / 10000)
+    assert calibrator.get_batch(["thermal", "rgb"]) is not None and calibrator.get_batch(["thermal", "rgb"]) is None
+    calibrator.free()
     assert calls["calibration_profile"]["thermal"][1] == (1, 1, H, W)
     assert read_sidecar(out, ENGINE_FORMAT)["tensorrt"]["calibration"]["pairs"] == 2
+
+
+# --------------------------------------------- inference bindings: stand-in libcudart + stand-in runtime
+def _add_fake_runtime(fake, onnx_path, profile_hw):
+    """Give the fake `tensorrt` an inference runtime whose engine is the real ONNX graph, run by ONNX
+    Runtime on the memory the stand-in libcudart hands out as device memory (host memory)."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    names = inputs + [o.name for o in session.get_outputs()]
+    calls = {"executions": 0, "names": names}
+
+    def view(address, shape):
+        return np.frombuffer((ctypes.c_float * int(np.prod(shape))).from_address(address), np.float32).reshape(shape)
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses, self.outputs = {}, {}, None
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name], self.outputs = tuple(shape), None
+            return tuple(shape[-2:]) == profile_hw  # the optimization profile covers this one size
+
+        def get_tensor_shape(self, name):  # output shapes follow the bound input shapes, as in TensorRT
+            if self.outputs is None:
+                feed = {n: np.zeros(self.shapes[n], np.float32) for n in inputs}
+                self.outputs = {n: v.shape for n, v in zip(names[len(inputs):], session.run(None, feed))}
+            return self.outputs[name]
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def execute_async_v3(self, stream):
+            calls["executions"] += 1
+            calls["stream"] = stream
+            feed = {n: view(self.addresses[n], self.shapes[n]).copy() for n in inputs}
+            for name, value in zip(names[len(inputs):], session.run(None, feed)):
+                view(self.addresses[name], value.shape)[...] = value
+            return True
+
+    class CudaEngine:
+        num_io_tensors = len(names)
+        get_tensor_name = staticmethod(lambda i: names[i])
+        get_tensor_mode = staticmethod(lambda name: "in" if name in inputs else "out")
+        get_tensor_dtype = staticmethod(lambda name: "float")
+        create_execution_context = staticmethod(Context)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return CudaEngine() if data == b"serialized-engine" else None
+
+    fake.Runtime, fake.nptype = Runtime, lambda dtype: np.float32
+    fake.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    return calls
+
+
+def test_tensorrt_engine_bindings_equal_onnxruntime(exported, standin_cudart, tmp_path, monkeypatch):
+    """TensorRTEngine end to end without torch's CUDA: its raw outputs and its Perception must equal ONNX
+    Runtime's bit for bit (same graph), so shapes, dtypes, addresses and copies are all bound right."""
+    lib_path, lib = standin_cudart
+    live_before = lib.standin_live()
+    version = "10.3.0.30"
+    fake, _ = _fake_tensorrt(version)
+    calls = _add_fake_runtime(fake, exported["dynamic"], (H, W))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(cuda_runtime, "cudart_candidates", lambda: [str(lib_path)])
+    engine_path = be.build_engine(exported["dynamic"], tmp_path / "m.engine", min_shape=(1, H, W),
+                                  opt_shape=(1, H, W), max_shape=(2, H, W))  # sidecar records the stand-in GPU
+    assert read_sidecar(engine_path, ENGINE_FORMAT)["tensorrt"]["gpu_name"] == "Stand-in GPU"
+
+    trt_engine = create_engine(engine_path, backend="tensorrt")
+    ort_engine = create_engine(exported["dynamic"], backend="onnxruntime", device="cpu")
+    rng = np.random.default_rng(0)
+    thermal, rgb = rng.random((2, 1, H, W), dtype=np.float32), rng.random((2, 3, H, W), dtype=np.float32)
+    got, ref = trt_engine.run_raw(thermal, rgb), ort_engine.run_raw(thermal, rgb)
+    for name in OUTPUT_NAMES:
+        assert got[name].dtype == np.float32
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
+    assert calls["executions"] == 1 and calls["stream"] != 0
+    frame_t = (rng.random((H, W)) * 65535).astype(np.uint16)
+    frame_c = (rng.random((H, W, 3)) * 255).astype(np.uint8)
+    a, b = trt_engine.infer(frame_t, frame_c), ort_engine.infer(frame_t, frame_c)
+    np.testing.assert_array_equal(a.fused, b.fused)
+    np.testing.assert_array_equal(a.detections.boxes, b.detections.boxes)
+    np.testing.assert_array_equal(a.segmentation, b.segmentation)
+    with pytest.raises(EngineError, match="outside the engine's optimization profile"):
+        trt_engine.run_raw(np.zeros((1, 1, 32, 40), np.float32), np.zeros((1, 3, 32, 40), np.float32))
+    live = lib.standin_live() - live_before
+    assert live == len(calls["names"]), "one device buffer per I/O tensor, reused across calls"
+    trt_engine.close()
+    assert lib.standin_live() == live_before, "closing the engine frees every device buffer"

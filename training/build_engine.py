@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_ros.engine.base import INPUT_NAMES, EngineError
+from fusion_ros.engine.cuda_runtime import CudaRuntime, DeviceBuffer
 from fusion_ros.engine.sidecar import (
     ENGINE_FORMAT,
     ONNX_FORMAT,
@@ -171,14 +172,14 @@ def load_calibration_batch(
 
 
 def make_calibrator(trt, thermal: np.ndarray, rgb: np.ndarray, batch_size: int, cache_path: Path | None):
-    """A TensorRT 10 IInt8EntropyCalibrator2 over pre-processed pairs (device buffers via torch)."""
-    import torch
+    """A TensorRT 10 IInt8EntropyCalibrator2 over pre-processed pairs (device buffers from libcudart)."""
+    cuda = CudaRuntime()
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.index = 0
-            self.buffers = {}
+            self.buffers = {"thermal": DeviceBuffer(cuda), "rgb": DeviceBuffer(cuda)}
 
         def get_batch_size(self):
             return batch_size
@@ -187,12 +188,16 @@ def make_calibrator(trt, thermal: np.ndarray, rgb: np.ndarray, batch_size: int, 
             if self.index + batch_size > len(thermal):
                 return None
             data = {"thermal": thermal, "rgb": rgb}
-            self.buffers = {
-                n: torch.from_numpy(np.ascontiguousarray(data[n][self.index : self.index + batch_size])).cuda()
-                for n in names
-            }
+            host = [np.ascontiguousarray(data[n][self.index : self.index + batch_size], np.float32) for n in names]
+            pointers = [self.buffers[n].upload(h, 0) for n, h in zip(names, host)]
+            cuda.synchronize(0)  # the default stream: the copies are done before TensorRT reads them
             self.index += batch_size
-            return [int(self.buffers[n].data_ptr()) for n in names]
+            return pointers
+
+        def free(self):
+            """Release the device copies once the build has read them."""
+            for buffer in self.buffers.values():
+                buffer.free()
 
         def read_calibration_cache(self):
             if cache_path is not None and cache_path.is_file():
@@ -267,13 +272,14 @@ def build_engine(
             b_h_w = [profile_shapes[k] for k in ("min", "opt", "max")]
             profile.set_shape(name, *[(b, channels[name], h, w) for b, h, w in b_h_w])
         config.add_optimization_profile(profile)
-    calibration = None
+    calibration = calibrator = None
     if plan.calibrate_int8:
         pairs = find_calibration_pairs(calib_dir)
         _, height, width = profile_shapes["opt"]
         thermal, rgb = load_calibration_batch(pairs, (height, width), sidecar.get("thermal_range"), calib_count)
         batch = max(1, min(int(calib_batch), len(thermal)))
-        config.int8_calibrator = make_calibrator(trt, thermal, rgb, batch, Path(calib_cache) if calib_cache else None)
+        calibrator = make_calibrator(trt, thermal, rgb, batch, Path(calib_cache) if calib_cache else None)
+        config.int8_calibrator = calibrator
         if sidecar.get("dynamic"):
             calib_profile = builder.create_optimization_profile()
             for name in INPUT_NAMES:
@@ -288,6 +294,8 @@ def build_engine(
         config.set_timing_cache(cache, ignore_mismatch=False)
 
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None:
+        calibrator.free()
     if serialized is None:
         raise EngineError(f"TensorRT failed to build an engine from {build_source} (see the TensorRT log above)")
     tmp = out_path.with_name(out_path.name + ".partial")

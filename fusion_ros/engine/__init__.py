@@ -10,8 +10,8 @@ from that (.engine + .engine.json, tensorrt). Given any of them, "auto" picks th
 here: tensorrt (a matching engine beside it, TensorRT importable, a CUDA GPU) > onnxruntime (CUDA EP when
 available) > torch (CUDA when available).
 
-Loading an ONNX export with onnxruntime pulls in neither torch nor the model code; torch is imported only
-by the torch backend and by the TensorRT one (its CUDA buffers and stream are torch's).
+Loading an ONNX export with onnxruntime or a TensorRT engine pulls in neither torch nor the model code;
+torch is imported only by the torch backend (TensorRT's CUDA buffers and stream come from libcudart).
 """
 from __future__ import annotations
 
@@ -46,12 +46,22 @@ log = logging.getLogger(__name__)
 
 
 def _torch_sees_cuda() -> bool:
-    """Whether torch has a CUDA GPU here (only asked when a torch or TensorRT backend is in play)."""
+    """Whether torch has a CUDA GPU here (only asked when the torch backend is in play)."""
     try:
         import torch
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def _cudart_sees_gpu() -> bool:
+    """Whether the CUDA runtime library loads and sees a GPU (asked only when a TensorRT engine is in play)."""
+    from .cuda_runtime import CudaRuntime
+
+    try:
+        return CudaRuntime().device_count() > 0
+    except (EngineError, AttributeError):  # no libcudart, or one without the entry points we call
+        return False
 
 
 def _sha_matches(path: Path, sha: str | None) -> bool:
@@ -206,7 +216,7 @@ def create_engine(
     candidates = [name for name in BACKENDS if name in found]
     for index, name in enumerate(candidates):
         last = index == len(candidates) - 1
-        if name == "tensorrt" and not last and (device == "cpu" or not _torch_sees_cuda()):
+        if name == "tensorrt" and not last and (device == "cpu" or not _cudart_sees_gpu()):
             reasons.append(f"tensorrt: {'device=cpu' if device == 'cpu' else 'no CUDA GPU'}")
             continue
         _check_options(name, opts)

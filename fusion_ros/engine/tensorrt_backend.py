@@ -1,8 +1,9 @@
 """TensorRT backend (runtime) and the version logic shared with the builder (training/build_engine.py).
 
-Kept thin on purpose: deserialize, bind named tensors (set_input_shape / set_tensor_address) to torch
-CUDA buffers, execute_async_v3 on a torch CUDA stream. Written to the TensorRT >= 10 name-based Python API,
-which TensorRT 11 keeps for inference. Builds differ between 10 and 11 (see `plan_build`):
+Kept thin on purpose: deserialize, bind named tensors (set_input_shape / set_tensor_address) to device
+buffers, execute_async_v3 on a CUDA stream; buffers and stream come from libcudart over ctypes
+(`cuda_runtime.py`), so a vehicle on this path never imports torch. Written to the TensorRT >= 10
+name-based Python API, which TensorRT 11 keeps for inference. Builds differ between 10 and 11 (see `plan_build`):
 
 * TensorRT 10.x (what JetPack 6 ships): weakly typed network; --fp16 sets BuilderFlag.FP16, --int8 sets
   BuilderFlag.INT8 (+FP16 fallback) with an entropy calibrator over real image pairs.
@@ -31,6 +32,7 @@ from .base import (
     InputError,
     ModelFileError,
 )
+from .cuda_runtime import CudaRuntime, DeviceBuffer
 from .sidecar import ENGINE_FORMAT, model_info_from_sidecar, read_sidecar, sha256_file, verify_sha256
 
 MIN_TRT_MAJOR = 10
@@ -110,18 +112,16 @@ class RuntimeInfo:
     compute_capability: str  # "8.7"
 
 
-def current_runtime(trt_module=None, device_index: int = 0) -> RuntimeInfo:
-    """The running TensorRT version and GPU (via torch.cuda)."""
+def current_runtime(trt_module=None, device_index: int = 0, cuda: CudaRuntime | None = None) -> RuntimeInfo:
+    """The running TensorRT version and GPU (name and compute capability from libcudart)."""
     trt = trt_module or import_tensorrt()
-    import torch
-
-    if not torch.cuda.is_available():
+    cuda = cuda or CudaRuntime()
+    if cuda.device_count() <= device_index:
         raise BackendUnavailableError(
-            "the TensorRT backend needs a CUDA GPU visible to torch (torch.cuda.is_available() is False); "
-            "use backend='onnxruntime' or 'torch' with device='cpu'"
+            f"the TensorRT backend needs a CUDA GPU (the CUDA runtime sees {cuda.device_count()} usable devices: "
+            "no GPU, or no driver that fits this CUDA runtime); use backend='onnxruntime' or 'torch' with device='cpu'"
         )
-    major, minor = torch.cuda.get_device_capability(device_index)
-    return RuntimeInfo(str(trt.__version__), torch.cuda.get_device_name(device_index), f"{major}.{minor}")
+    return RuntimeInfo(str(trt.__version__), cuda.device_name(device_index), cuda.compute_capability(device_index))
 
 
 def check_engine_sidecar(
@@ -171,13 +171,11 @@ class TensorRTEngine(Engine):
         trt = import_tensorrt()
         sidecar = read_sidecar(path, ENGINE_FORMAT)
         verify_sha256(path, (sidecar.get("tensorrt") or {}).get("engine_sha256"), "TensorRT engine")
-        runtime_info = current_runtime(trt)
+        cuda = CudaRuntime()
+        runtime_info = current_runtime(trt, cuda=cuda)
         if check_compat:
             check_engine_sidecar(sidecar, runtime_info, path)
         super().__init__(model_info_from_sidecar(sidecar, path), **options)
-        import torch
-
-        self._torch = torch
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
@@ -191,39 +189,44 @@ class TensorRTEngine(Engine):
             raise ModelFileError(
                 f"{path} has I/O tensors {names}; expected inputs {INPUT_NAMES}, outputs {OUTPUT_NAMES}"
             )
-        self._dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n)) for n in names}
+        self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._outputs = [n for n in names if n not in inputs]
-        self._stream = torch.cuda.Stream()
-        self.device = torch.device("cuda")
+        self._cuda = cuda
+        self._buffers = {n: DeviceBuffer(cuda) for n in names}
+        self._stream = cuda.create_stream()
         self.sidecar = sidecar
         self.backend = f"tensorrt-{sidecar['tensorrt'].get('precision', 'fp32')}"
 
-    def _torch_dtype(self, trt_dtype):
-        return self._torch.from_numpy(np.empty(0, dtype=self._trt.nptype(trt_dtype))).dtype
-
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        torch = self._torch
-        with torch.cuda.stream(self._stream):
-            keep = {}
-            for name, array in (("thermal", thermal), ("rgb", rgb)):
-                tensor = torch.from_numpy(array).to(self.device, non_blocking=True).to(self._dtypes[name])
-                keep[name] = tensor.contiguous()
-                if not self.context.set_input_shape(name, tuple(tensor.shape)):
-                    raise InputError(
-                        f"{self.info.source}: input {name} shape {tuple(tensor.shape)} is outside the engine's "
-                        "optimization profile (rebuild with --min/--opt/--max shapes that cover it)"
-                    )
-                self.context.set_tensor_address(name, keep[name].data_ptr())
-            for name in self._outputs:
-                shape = tuple(self.context.get_tensor_shape(name))
-                keep[name] = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-                self.context.set_tensor_address(name, keep[name].data_ptr())
-            if not self.context.execute_async_v3(self._stream.cuda_stream):
-                raise EngineError(f"TensorRT execute_async_v3 failed for {self.info.source} (see the TensorRT log)")
-            result = {name: keep[name].float().cpu() for name in OUTPUT_NAMES}
-        self._stream.synchronize()
-        return {name: t.numpy() for name, t in result.items()}
+        hold = []  # host arrays the queued copies read from or write to, alive until the synchronize
+        for name, array in (("thermal", thermal), ("rgb", rgb)):
+            host = np.ascontiguousarray(array, dtype=self._dtypes[name])
+            if not self.context.set_input_shape(name, host.shape):
+                raise InputError(
+                    f"{self.info.source}: input {name} shape {host.shape} is outside the engine's "
+                    "optimization profile (rebuild with --min/--opt/--max shapes that cover it)"
+                )
+            self.context.set_tensor_address(name, self._buffers[name].upload(host, self._stream))
+            hold.append(host)
+        outputs = {}
+        for name in self._outputs:
+            outputs[name] = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name])
+            self.context.set_tensor_address(name, self._buffers[name].reserve(outputs[name].nbytes))
+        if not self.context.execute_async_v3(self._stream):
+            raise EngineError(f"TensorRT execute_async_v3 failed for {self.info.source} (see the TensorRT log)")
+        for name in OUTPUT_NAMES:
+            self._buffers[name].download(outputs[name], self._stream)
+        self._cuda.synchronize(self._stream)
+        return {name: outputs[name].astype(np.float32, copy=False) for name in OUTPUT_NAMES}
 
     def close(self) -> None:
+        """Release the context and engine before the device memory they were bound to."""
         self.context = None
         self.engine = None
+        if getattr(self, "_buffers", None):
+            for buffer in self._buffers.values():
+                buffer.free()
+            self._buffers = {}
+        if getattr(self, "_stream", 0):
+            self._cuda.destroy_stream(self._stream)
+            self._stream = 0
