@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from training.samples import NO_LABEL, to_sample  # noqa: F401  (the trainer imports NO_LABEL from here)
+from training.samples import to_sample
 
 # The condition mix of the night+fog-heavy hold-out that benchmarks and model cards report.
 NIGHT_FOG_HOLDOUT = {"night": 0.5, "fog": 0.4, "glare": 0.1}

@@ -45,7 +45,8 @@ from fusion_ros.postprocess import PostprocessConfig, decode_detections, segment
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.channel_steps import fold, scale_conv_weights
-from training.data import NO_LABEL, BatchStream, build_dataset, one_thread_worker, prefetched
+from training.data import BatchStream, build_dataset, one_thread_worker, prefetched
+from training.samples import NO_LABEL
 
 TASKS = ("visual", "semantic")
 # What the semantic module reads. "bilevel" is the method; the others are the quality benchmark's
