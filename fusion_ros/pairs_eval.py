@@ -55,7 +55,8 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
-from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
+from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, latency_table
+from .summary import prepare_output_dir
 
 SPLITS = ("all", "train", "heldout", "val")
 OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
@@ -474,12 +475,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
     if "pr_curve" in m.get("pictures", {}):
         lines += [f"![PR curves]({m['pictures']['pr_curve']})", ""]
 
-    lines += ["## Latency (ms per pair, this machine)", "", "| stage | p50 | p95 | p99 | mean | n |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for stage, s in m["latency_ms"].items():
-        if s.get("count"):
-            lines.append(f"| {stage} | {_num(s['p50'], 2)} | {_num(s['p95'], 2)} | {_num(s['p99'], 2)} | "
-                         f"{_num(s['mean'], 2)} | {s['count']} |")
+    lines += latency_table(m["latency_ms"], "Latency (ms per pair, this machine)")
     lines += ["", "read: both images from disk; engine: `infer()` (pre / infer / post inside); total: both. "
               f"{_num(m['throughput']['pairs_per_s'], 2)} pairs/s overall.", ""]
     if "latency" in m.get("pictures", {}):

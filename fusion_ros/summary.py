@@ -53,3 +53,13 @@ def fmt_num(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def latency_table(latency_ms: dict, title: str) -> list[str]:
+    """Markdown lines: a `## title` heading and one row of latency_stats per stage that has values."""
+    lines = [f"## {title}", "", "| stage | p50 | p95 | p99 | mean | n |", "|---|---:|---:|---:|---:|---:|"]
+    for stage, s in latency_ms.items():
+        if s.get("count"):
+            lines.append(f"| {stage} | {fmt_num(s['p50'], 2)} | {fmt_num(s['p95'], 2)} | {fmt_num(s['p99'], 2)} | "
+                         f"{fmt_num(s['mean'], 2)} | {s['count']} |")
+    return lines

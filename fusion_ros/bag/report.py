@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..summary import fmt_num as _num
+from ..summary import fmt_num as _num, latency_table
 
 COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
            ("segmentation", "segmentation"))
@@ -115,12 +115,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
               f"{m['pairs']['sync_resets']}. Pairs rejected before the engine: {m['pairs']['rejected'] or 0}; "
               f"engine failures: {m['pairs']['engine_failures']}.", ""]
 
-    lines += ["## Latency (ms per pair, offline, this machine)", "", "| stage | p50 | p95 | p99 | mean | n |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for stage, s in m["latency_ms"].items():
-        if s.get("count"):
-            lines.append(f"| {stage} | {_num(s['p50'], 2)} | {_num(s['p95'], 2)} | {_num(s['p99'], 2)} | "
-                         f"{_num(s['mean'], 2)} | {s['count']} |")
+    lines += latency_table(m["latency_ms"], "Latency (ms per pair, offline, this machine)")
     lines += ["", "read: storage + deserialize; decode: Image -> array; prepare: registration check, thermal "
               "normalisation, RGB conversion; engine: `infer()` (pre / infer / post inside); outputs: annotated bag "
               "messages; total: all of it for one pair.", ""]
