@@ -49,7 +49,7 @@ def test_outputs_written(setup):
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     report = (out / "report.md").read_text()
     for needle in ("![samples](samples.png)", "![PR curves](pr_curve.png)", "![latency](latency.png)", "mAP@0.5",
-                   "mIoU", "| thermal |", "Sync skew"):
+                   "mIoU", "| thermal |", "Sync skew", "## Latency (ms per pair, offline, this machine)", "| total |"):
         assert needle in report, needle
     grid = cv2.imread(str(out / "samples.png"))
     assert grid is not None and grid.shape[1] == 5 * W and grid.shape[0] > 4 * H  # 4 samples x 5 columns
