@@ -160,6 +160,19 @@ def test_bad_config_and_resume_errors(tmp_path):
     cfg["schedule"]["loader_workers"] = -1
     with pytest.raises(ValueError, match="loader_workers must be >= 0"):
         Trainer(cfg, tmp_path / "y")
+    for key, value, message in (("ema_decay", None, "schedule.ema_decay must be a number, got None"),
+                                ("steps", 1e3, "schedule.steps must be an integer, got 1000.0"),
+                                ("channel_relative_steps", "yes", "must be a bool, got 'yes'"),
+                                ("grad_clip", "1", "grad_clip must be a number or null, got '1'"),
+                                ("lr_decay_at", ["0.7"], r"lr_decay_at must be a list of numbers, got \('0.7',\)"),
+                                ("ema_decy", 0.9, r"unknown schedule key\(s\) \['ema_decy'\]")):
+        cfg = copy.deepcopy(TINY)
+        cfg["schedule"][key] = value
+        with pytest.raises(ValueError, match=message):
+            Trainer(cfg, tmp_path / "z")
+    cfg = copy.deepcopy(TINY)
+    cfg["schedule"].update(ema_decay=0, upper_lr=1, grad_clip=None)  # ints are numbers, null where allowed
+    Trainer(cfg, tmp_path / "ok")
 
 
 def test_torchrun_two_processes_gloo_stay_in_sync(tmp_path):

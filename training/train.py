@@ -24,7 +24,9 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+import types
+import typing
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from pathlib import Path
 
@@ -85,9 +87,42 @@ class Schedule:
     val_every: int = 200
     checkpoint_every: int = 100
 
+    def __post_init__(self):
+        """A wrong type (`ema_decay: null`, `steps: 1e3`) is a clear error here, not a TypeError mid-run."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, hints[f.name]):
+                raise ValueError(f"schedule.{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
+
     @property
     def warm_start_lr(self) -> float:
         return self.fusion_warmup_lr or self.upper_lr
+
+
+def _has_type(value, hint) -> bool:
+    """isinstance for the plain hints Schedule uses; ints count as floats, bools as neither."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_has_type(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
+_TYPE_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("a bool", "bools"),
+               str: ("a string", "strings")}
+
+
+def _type_name(hint, plural: bool = False) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option, plural) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "a list of " + _type_name(typing.get_args(hint)[0], plural=True)
+    return "null" if hint is type(None) else _TYPE_NAMES[hint][plural]
 
 
 def load_config(path: str | Path) -> dict:
@@ -116,6 +151,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.seed = int(cfg.get("seed", 0))
         torch.manual_seed(self.seed)
+        unknown = set(cfg["schedule"]) - {f.name for f in fields(Schedule)}
+        if unknown:
+            raise ValueError(f"unknown schedule key(s) {sorted(unknown)}; known: {[f.name for f in fields(Schedule)]}")
         self.sched = Schedule(**{**cfg["schedule"], "lr_decay_at": tuple(cfg["schedule"].get("lr_decay_at", ()))})
         self.weights = L.LossWeights(**cfg.get("loss", {}))
         classes = load_classes(cfg.get("classes"))
