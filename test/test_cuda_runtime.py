@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from fusion_ros.engine import BackendUnavailableError, EngineError
+from fusion_ros.engine import BackendUnavailableError, EngineError, _cuda_gpu_problem
 from fusion_ros.engine import cuda_runtime as cr
 from fusion_ros.engine.tensorrt_backend import current_runtime
 
@@ -80,3 +80,23 @@ def test_real_cuda_runtime_round_trip():
     assert cuda.device_name(0) and cuda.compute_capability(0)[0].isdigit()
     buffer.free()
     cuda.destroy_stream(stream)
+
+
+def test_a_library_that_is_not_libcudart_is_a_clear_error():
+    libc = cr.load_cudart(["libc.so.6"])  # loads, but exports none of the CUDA entry points
+    with pytest.raises(BackendUnavailableError, match="libc.so.6 has no cudaGetDeviceCount: not a CUDA runtime"):
+        cr.CudaRuntime(libc)
+
+
+def test_auto_backend_says_why_tensorrt_cannot_run(standin_cudart, monkeypatch):
+    """create_engine(backend="auto") skips a TensorRT engine with this reason (None: it can run)."""
+    lib_path, lib = standin_cudart
+    monkeypatch.setattr(cr, "cudart_candidates", lambda: ["/nonexistent/libcudart.so.99"])
+    assert "CUDA runtime library (libcudart" in _cuda_gpu_problem()
+    monkeypatch.setattr(cr, "cudart_candidates", lambda: [str(lib_path)])
+    assert _cuda_gpu_problem() is None
+    lib.standin_set_devices(0)
+    try:
+        assert _cuda_gpu_problem() == "no CUDA GPU (the CUDA runtime sees none)"
+    finally:
+        lib.standin_set_devices(1)

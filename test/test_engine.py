@@ -383,8 +383,8 @@ def test_onnxruntime_engine_runs_without_importing_torch():
         rgb = rng.integers(0, 256, (512, 640, 3), dtype=np.uint8)
         result = engine.infer(thermal, rgb, color_encoding="bgr8", fused_encoding="bgr8")
         import fusion_ros.engine.tensorrt_backend
-        from fusion_ros.engine import _cudart_sees_gpu
-        _cudart_sees_gpu()
+        from fusion_ros.engine import _cuda_gpu_problem
+        _cuda_gpu_problem()
         print(json.dumps({"backend": engine.backend, "fused": list(result.fused.shape),
                           "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
     """)

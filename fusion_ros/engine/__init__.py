@@ -54,14 +54,16 @@ def _torch_sees_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _cudart_sees_gpu() -> bool:
-    """Whether the CUDA runtime library loads and sees a GPU (asked only when a TensorRT engine is in play)."""
+def _cuda_gpu_problem() -> str | None:
+    """Why a TensorRT engine cannot run here (no CUDA runtime library, no GPU), or None when it can (asked
+    only when a TensorRT engine is in play)."""
     from .cuda_runtime import CudaRuntime
 
     try:
-        return CudaRuntime().device_count() > 0
-    except (EngineError, AttributeError):  # no libcudart, or one without the entry points we call
-        return False
+        count = CudaRuntime().device_count()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None if count > 0 else "no CUDA GPU (the CUDA runtime sees none)"
 
 
 def _sha_matches(path: Path, sha: str | None) -> bool:
@@ -216,9 +218,11 @@ def create_engine(
     candidates = [name for name in BACKENDS if name in found]
     for index, name in enumerate(candidates):
         last = index == len(candidates) - 1
-        if name == "tensorrt" and not last and (device == "cpu" or not _cudart_sees_gpu()):
-            reasons.append(f"tensorrt: {'device=cpu' if device == 'cpu' else 'no CUDA GPU'}")
-            continue
+        if name == "tensorrt" and not last:
+            problem = "device=cpu" if device == "cpu" else _cuda_gpu_problem()
+            if problem:
+                reasons.append(f"tensorrt: {problem}")
+                continue
         _check_options(name, opts)
         try:
             engine = _make(name, found[name], device_for(name), opts)

@@ -73,15 +73,25 @@ class CudaRuntime:
             "cudaStreamDestroy": [ctypes.c_void_p],
         }
         for name, argtypes in signatures.items():
-            fn = getattr(self.lib, name)
+            fn = self._entry(name)
             fn.argtypes, fn.restype = argtypes, ctypes.c_int
         # CUDA 12 exports the current cudaDeviceProp layout as _v2; either way `name` comes first
-        try:
-            self._get_properties = self.lib.cudaGetDeviceProperties_v2
-        except AttributeError:
-            self._get_properties = self.lib.cudaGetDeviceProperties
+        self._get_properties = self._entry("cudaGetDeviceProperties_v2", "cudaGetDeviceProperties")
         self._get_properties.argtypes, self._get_properties.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
-        self.lib.cudaGetErrorString.argtypes, self.lib.cudaGetErrorString.restype = [ctypes.c_int], ctypes.c_char_p
+        error_string = self._entry("cudaGetErrorString")
+        error_string.argtypes, error_string.restype = [ctypes.c_int], ctypes.c_char_p
+
+    def _entry(self, *names: str):
+        """The first of `names` the library exports; a library without any is not a CUDA runtime."""
+        for name in names:
+            try:
+                return getattr(self.lib, name)
+            except AttributeError:
+                continue
+        raise BackendUnavailableError(
+            f"{self.lib._name} has no {' / '.join(names)}: not a CUDA runtime library (libcudart) this backend "
+            "can use; use backend='onnxruntime'"
+        )
 
     def check(self, code: int, call: str) -> None:
         if code != 0:
