@@ -87,13 +87,25 @@ class Schedule:
     val_every: int = 200
     checkpoint_every: int = 100
 
+    @classmethod
+    def from_config(cls, schedule: dict) -> Schedule:
+        """The config's `schedule:` mapping (YAML lists as tuples); unknown keys are named."""
+        unknown = set(schedule) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown schedule key(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return cls(**{**schedule, "lr_decay_at": tuple(schedule.get("lr_decay_at", ()))})
+
     def __post_init__(self):
-        """A wrong type (`ema_decay: null`, `steps: 1e3`) is a clear error here, not a TypeError mid-run."""
+        """A wrong type (`ema_decay: null`, `steps: 1e3`) or range is a clear error here, not a TypeError mid-run."""
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
             if not _has_type(value, hints[f.name]):
                 raise ValueError(f"schedule.{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.loader_workers < 0:
+            raise ValueError(f"schedule.loader_workers must be >= 0, got {self.loader_workers}")
 
     @property
     def warm_start_lr(self) -> float:
@@ -151,10 +163,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.seed = int(cfg.get("seed", 0))
         torch.manual_seed(self.seed)
-        unknown = set(cfg["schedule"]) - {f.name for f in fields(Schedule)}
-        if unknown:
-            raise ValueError(f"unknown schedule key(s) {sorted(unknown)}; known: {[f.name for f in fields(Schedule)]}")
-        self.sched = Schedule(**{**cfg["schedule"], "lr_decay_at": tuple(cfg["schedule"].get("lr_decay_at", ()))})
+        self.sched = Schedule.from_config(cfg["schedule"])
         self.weights = L.LossWeights(**cfg.get("loss", {}))
         classes = load_classes(cfg.get("classes"))
         self.det_classes, self.seg_classes = list(classes.detection.names), list(classes.segmentation.names)
@@ -178,10 +187,6 @@ class Trainer:
                 if name != "fusion":
                     scale_conv_weights(child)
         self.critic = L.PixelCritic().to(self.device)
-        if not 0.0 <= self.sched.ema_decay < 1.0:
-            raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.sched.ema_decay}")
-        if self.sched.loader_workers < 0:
-            raise ValueError(f"schedule.loader_workers must be >= 0, got {self.sched.loader_workers}")
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.sched.ema_decay), use_buffers=True)
                     if self.sched.ema_decay > 0 else None)
         self.alpha = list(self.model.fusion.parameters())
