@@ -293,9 +293,11 @@ def build_engine(
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
 
-    serialized = builder.build_serialized_network(network, config)
-    if calibrator is not None:
-        calibrator.free()
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:  # the calibration copies are device memory: freed whether or not the build succeeded
+        if calibrator is not None:
+            calibrator.free()
     if serialized is None:
         raise EngineError(f"TensorRT failed to build an engine from {build_source} (see the TensorRT log above)")
     tmp = out_path.with_name(out_path.name + ".partial")
