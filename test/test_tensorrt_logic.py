@@ -1,5 +1,6 @@
 """TensorRT: everything that can be checked without TensorRT (version paths, sidecar checks, fp16
-conversion, calibration data, errors); the real build + inference test needs a GPU and skips otherwise."""
+conversion, calibration data, errors, and the engine's bindings against stand-ins of libcudart and the
+TensorRT runtime); the real build + inference test needs a GPU and skips otherwise."""
 import ctypes
 import sys
 import types
@@ -361,7 +362,7 @@ def test_int8_build_flow_on_tensorrt_10(exported, standin_cudart, tmp_path, monk
     calibrator = calls["config"].int8_calibrator
     assert calibrator is not None and calibrator.get_batch_size() == 1
     first = calibrator.get_batch(["thermal", "rgb"])  # device addresses (stand-in: host memory) of pair 0
-    thermal = np.frombuffer((ctypes.c_float * (H * W)).from_address(first[0]), np.float32).reshape(1, 1, H, W)
+    thermal = _device_view(first[0], (1, 1, H, W))
     assert thermal.min() == thermal.max() == pytest.approx((30000 - 25315) / 10000)
     assert calibrator.get_batch(["thermal", "rgb"]) is not None and calibrator.get_batch(["thermal", "rgb"]) is None
     calibrator.free()
@@ -370,6 +371,11 @@ def test_int8_build_flow_on_tensorrt_10(exported, standin_cudart, tmp_path, monk
 
 
 # --------------------------------------------- inference bindings: stand-in libcudart + stand-in runtime
+def _device_view(address, shape):
+    """A float32 array over stand-in "device" memory (host memory the stand-in libcudart handed out)."""
+    return np.frombuffer((ctypes.c_float * int(np.prod(shape))).from_address(address), np.float32).reshape(shape)
+
+
 def _add_fake_runtime(fake, onnx_path, profile_hw):
     """Give the fake `tensorrt` an inference runtime whose engine is the real ONNX graph, run by ONNX
     Runtime on the memory the stand-in libcudart hands out as device memory (host memory)."""
@@ -377,9 +383,6 @@ def _add_fake_runtime(fake, onnx_path, profile_hw):
     inputs = [i.name for i in session.get_inputs()]
     names = inputs + [o.name for o in session.get_outputs()]
     calls = {"executions": 0, "names": names}
-
-    def view(address, shape):
-        return np.frombuffer((ctypes.c_float * int(np.prod(shape))).from_address(address), np.float32).reshape(shape)
 
     class Context:
         def __init__(self):
@@ -401,9 +404,9 @@ def _add_fake_runtime(fake, onnx_path, profile_hw):
         def execute_async_v3(self, stream):
             calls["executions"] += 1
             calls["stream"] = stream
-            feed = {n: view(self.addresses[n], self.shapes[n]).copy() for n in inputs}
+            feed = {n: _device_view(self.addresses[n], self.shapes[n]).copy() for n in inputs}
             for name, value in zip(names[len(inputs):], session.run(None, feed)):
-                view(self.addresses[name], value.shape)[...] = value
+                _device_view(self.addresses[name], value.shape)[...] = value
             return True
 
     class CudaEngine:
