@@ -14,6 +14,7 @@ fusion size matches the authors' 64-channel dense blocks at full resolution.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -42,21 +43,27 @@ class FusionConfig:
     # init), so the fused image starts as the sharp thermal frame instead of a blurred re-drawing of it;
     # models saved before this option existed load as False (the authors' direct output)
     thermal_skip: bool = False
-    # what the head outputs: "image" = the fused Y itself (the authors'); "blend" = per-pixel weights of
-    # the two sources (IR vs visible Y) and a brightness offset, predicted at 1/`stride` resolution and
-    # upsampled, so the full-resolution work is a few element-wise ops (the "image" head's full-resolution
-    # convs were 60 % of the whole graph's time on CPU) while the detail still comes from both cameras at
-    # full resolution. Starts as the plain pixel average (last layer zero). Models saved before this
-    # option existed load as "image".
+    # what the head outputs: "image" = the fused Y itself (the authors'); a *coefficient map* otherwise:
+    # per pixel, fused Y = a·IR + b·Y + c, with (a, b, c) predicted at 1/`stride` resolution and upsampled,
+    # so the full-resolution work is a few element-wise ops (the "image" head's full-resolution convs were
+    # 60 % of the whole graph's time on CPU), the detail comes from both cameras at full resolution, and
+    # the same map fuses the cameras at their own resolution after the graph (fusion_ros.fusion_map).
+    # "blend": b = 1 - a in [0, 1] (a weighting of the two sources) and |c| <= BLEND_MAX_OFFSET;
+    # "affine": a, b in [0, AFFINE_MAX_GAIN] each and |c| <= AFFINE_MAX_OFFSET, so the fused image may
+    # carry both sources' full contrast at once (their sum) or stretch it. Both start as the plain pixel
+    # average. Models saved before this option existed load as "image".
     output: str = "image"
-    stride: int = 1  # resolution of the stem and head ("blend" only: an "image" head must draw at full resolution)
+    stride: int = 1  # resolution of the stem and head (map heads only: an "image" head must draw at full resolution)
 
 
-FUSION_OUTPUTS = ("image", "blend")
+FUSION_OUTPUTS = ("image", "blend", "affine")
+MAP_OUTPUTS = ("blend", "affine")  # heads whose output is a coefficient map (a, b, c)
 CHROMA_MODES = ("visible", "denoised")
 DETECTORS = ("fcos", "yolox_nano")
 THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
 BLEND_MAX_OFFSET = 0.25  # a "blend" head may lift or lower the mix by at most this (of the [0, 1] range)
+AFFINE_MAX_GAIN = 2.0  # an "affine" head's gain on each source: 0 (drop it) .. 2 (twice its contrast)
+AFFINE_MAX_OFFSET = 1.0  # ... and its offset (of the [0, 1] range): the sum of two bright sources needs -1
 
 
 @dataclass
@@ -150,13 +157,15 @@ def fused_chroma(cbcr: torch.Tensor, vis_y: torch.Tensor, fused_y: torch.Tensor,
 
     At night a visible camera's colour is mostly gain noise, several times the thermal image's noise;
     laid over thermal luminance it buries small warm objects. So: colour at 1/`block` resolution
-    (block means, bilinear back: noise / block, as 4:2:0 video keeps it), and faded by Y_vis / Y_fused
-    where the fused pixel is brighter than the visible one (colour measured in the dark is not trusted).
+    (block means, bilinear back: noise / block, as 4:2:0 video keeps it), faded by mean Y_vis / mean
+    Y_fused over the block where the fused image is brighter than the visible one (colour measured in
+    the dark is not trusted). All of it at the block resolution: applied to a camera-size frame
+    (fusion_ros.fusion_map) it costs one small image and one upsampling.
     """
-    offset = F.avg_pool2d(cbcr - 0.5, block, ceil_mode=True)
-    offset = F.interpolate(offset, size=cbcr.shape[-2:], mode="bilinear", align_corners=False)
-    trust = (vis_y / fused_y.clamp_min(1e-3)).clamp(max=1.0)
-    return 0.5 + offset * trust
+    pooled = F.avg_pool2d(torch.cat([cbcr - 0.5, vis_y, fused_y], dim=1), block, ceil_mode=True)
+    trust = (pooled[:, 2:3] / pooled[:, 3:4].clamp_min(1e-3)).clamp(max=1.0)
+    offset = F.interpolate(pooled[:, 0:2] * trust, size=cbcr.shape[-2:], mode="bilinear", align_corners=False)
+    return 0.5 + offset
 
 
 # ---------------------------------------------------------------------------------------------- fusion
@@ -190,8 +199,9 @@ class FusionNet(nn.Module):
     full-resolution head merges both. With body_stride=1 and PAPER_FUSION this is the authors' network.
     With thermal_skip the head's output is added to logit(IR): the thin full-resolution path need not
     re-draw the thermal image's edges (it blurred small animals), only what the visible image adds.
-    With output "blend" the head gives, at 1/stride resolution, where each camera wins (a weight) and a
-    brightness offset; the fused Y is their per-pixel mix of the full-resolution inputs.
+    A map head ("blend", "affine") gives, at 1/stride resolution, the coefficients (a, b, c) of
+    fused Y = a·IR + b·Y + c (`coefficients`); they are upsampled and applied to the full-resolution inputs
+    (`apply_coefficients`), here at the network size and, after the graph, at the camera's.
     """
 
     def __init__(self, cfg: FusionConfig):
@@ -205,18 +215,26 @@ class FusionNet(nn.Module):
             *[ResidualDenseBlock(cfg.width, cfg.growth, cfg.block_layers, cfg.dilation) for _ in range(cfg.num_blocks)],
             nn.Conv2d(cfg.width, cfg.body_out_channels, 1),
         )
+        head_out = {"blend": 2, "affine": 3}.get(cfg.output, 1)
         self.head = nn.Sequential(
             conv3x3(cfg.stem_channels + cfg.body_out_channels, cfg.head_channels),
             nn.PReLU(cfg.head_channels),
-            conv3x3(cfg.head_channels, 2 if cfg.output == "blend" else 1),
+            conv3x3(cfg.head_channels, head_out),
         )
         self.stride, self.body_pool, self.output = cfg.stride, body_pool, cfg.output
         self.thermal_skip = cfg.thermal_skip
-        if self.thermal_skip or self.output == "blend":  # start exactly at the thermal image / the average
+        if self.thermal_skip or self.output in MAP_OUTPUTS:  # start exactly at the thermal image / the average
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+        if self.output == "affine":  # a = b = AFFINE_MAX_GAIN·sigmoid(bias) = 0.5: the pixel average
+            with torch.no_grad():
+                self.head[-1].bias[:2] = math.log(0.5 / (AFFINE_MAX_GAIN - 0.5))
 
-    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    @property
+    def has_map(self) -> bool:
+        return self.output in MAP_OUTPUTS
+
+    def _head(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         sources = torch.cat([ir, vis_y], dim=1)
         if self.stride > 1:
             sources = F.avg_pool2d(sources, self.stride, ceil_mode=True)
@@ -224,16 +242,36 @@ class FusionNet(nn.Module):
         body = self.body(self.pool(stem))
         if self.body_pool > 1:
             body = F.interpolate(body, size=stem.shape[-2:], mode="bilinear", align_corners=False)
-        out = self.head(torch.cat([stem, body], dim=1))
+        return self.head(torch.cat([stem, body], dim=1))
+
+    def coefficients(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) map of (a, b, c) at 1/stride resolution (map heads only)."""
+        out = self._head(ir, vis_y)
         if self.output == "blend":
-            if self.stride > 1:
-                out = F.interpolate(out, size=ir.shape[-2:], mode="bilinear", align_corners=False)
-            weight, offset = torch.sigmoid(out[:, 0:1]), BLEND_MAX_OFFSET * torch.tanh(out[:, 1:2])
-            return (weight * ir + (1.0 - weight) * vis_y + offset).clamp(0.0, 1.0)
+            weight = torch.sigmoid(out[:, 0:1])
+            return torch.cat([weight, 1.0 - weight, BLEND_MAX_OFFSET * torch.tanh(out[:, 1:2])], dim=1)
+        if self.output == "affine":
+            return torch.cat([AFFINE_MAX_GAIN * torch.sigmoid(out[:, :2]), AFFINE_MAX_OFFSET * torch.tanh(out[:, 2:])],
+                             dim=1)
+        raise ValueError(f"a fusion head with output {self.output!r} has no coefficient map")
+
+    def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+        if self.has_map:
+            return apply_coefficients(self.coefficients(ir, vis_y), ir, vis_y)
+        out = self._head(ir, vis_y)
         if self.thermal_skip:
             ir = ir.clamp(THERMAL_SKIP_EPS, 1.0 - THERMAL_SKIP_EPS)
             out = out + torch.log(ir) - torch.log1p(-ir)  # + logit(IR): sigmoid(0 + logit(IR)) = IR
         return torch.sigmoid(out)
+
+
+def apply_coefficients(coefficients: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
+    """fused Y = clamp(a·IR + b·Y + c, 0, 1) with (a, b, c) bilinearly upsampled to the images' size (the
+    numpy twin for camera-size frames is fusion_ros.fusion_map.fuse_luminance)."""
+    if coefficients.shape[-2:] != ir.shape[-2:]:
+        coefficients = F.interpolate(coefficients, size=ir.shape[-2:], mode="bilinear", align_corners=False)
+    a, b, c = coefficients[:, 0:1], coefficients[:, 1:2], coefficients[:, 2:3]
+    return (a * ir + b * vis_y + c).clamp(0.0, 1.0)
 
 
 # -------------------------------------------------------------------------------------- backbone + FPN
@@ -356,6 +394,7 @@ class PerceptionOutput(NamedTuple):
     box_ltrb: torch.Tensor  # (B, N, 4) distances in pixels from each point
     centerness: torch.Tensor  # (B, N, 1) logits: FCOS centerness, or YOLOX objectness (same role in the score)
     seg_logits: torch.Tensor  # (B, C, H, W)
+    fusion_map: torch.Tensor | None = None  # (B, 3, h, w) coefficients (a, b, c) of a map head, else None
 
 
 def check_inputs(thermal: torch.Tensor, rgb: torch.Tensor) -> None:
@@ -399,12 +438,22 @@ class FusedPerceptionNet(nn.Module):
 
     def fuse(self, thermal: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused RGB and fused Y: the fused Y replaces the visible luminance, colour comes from Cb/Cr."""
+        fused, fused_y, _ = self.fuse_with_map(thermal, rgb)
+        return fused, fused_y
+
+    def fuse_with_map(self, thermal: torch.Tensor, rgb: torch.Tensor):
+        """`fuse`, plus the fusion head's coefficient map (None for an "image" head)."""
         ycbcr = rgb_to_ycbcr(rgb)
-        fused_y = self.fusion(thermal, ycbcr[:, 0:1])
+        vis_y = ycbcr[:, 0:1]
+        if self.fusion.has_map:
+            coefficients = self.fusion.coefficients(thermal, vis_y)
+            fused_y = apply_coefficients(coefficients, thermal, vis_y)
+        else:
+            coefficients, fused_y = None, self.fusion(thermal, vis_y)
         chroma = ycbcr[:, 1:]
         if self.cfg.chroma == "denoised":
-            chroma = fused_chroma(chroma, ycbcr[:, 0:1], fused_y)
-        return ycbcr_to_rgb(torch.cat([fused_y, chroma], dim=1)), fused_y
+            chroma = fused_chroma(chroma, vis_y, fused_y)
+        return ycbcr_to_rgb(torch.cat([fused_y, chroma], dim=1)), fused_y, coefficients
 
     def perceive(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The semantic module on any RGB image (fused, or a single modality for baselines)."""
@@ -418,8 +467,8 @@ class FusedPerceptionNet(nn.Module):
     def forward(self, thermal: torch.Tensor, rgb: torch.Tensor) -> PerceptionOutput:
         if not _is_exporting():
             check_inputs(thermal, rgb)
-        fused, fused_y = self.fuse(thermal, rgb)
-        return PerceptionOutput(fused, fused_y, *self.perceive(fused))
+        fused, fused_y, coefficients = self.fuse_with_map(thermal, rgb)
+        return PerceptionOutput(fused, fused_y, *self.perceive(fused), fusion_map=coefficients)
 
 
 def _is_exporting() -> bool:

@@ -40,6 +40,9 @@ class PreparedPair:
     thermal: np.ndarray  # (1, H, W) float32 0..1 at the network size, registered to the RGB grid
     rgb: np.ndarray  # (3, H, W) float32 0..1
     rgb_size: tuple[int, int]  # (height, width) of the input RGB image: results are mapped back to it
+    color: np.ndarray | None = None  # the input colour frame itself (not a copy), for camera-size fusion
+    color_encoding: str = "rgb8"
+    thermal_camera: np.ndarray | None = None  # (H, W) float32 0..1 registered to the RGB image's own grid
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -189,7 +192,10 @@ class Preprocessor:
             self._warp_cache = {rgb_size: warper}  # one camera pair per node: keep only the latest size
         return warper
 
-    def __call__(self, thermal: np.ndarray, color: np.ndarray, color_encoding: str = "rgb8") -> PreparedPair:
+    def __call__(self, thermal: np.ndarray, color: np.ndarray, color_encoding: str = "rgb8", *,
+                 camera_thermal: bool = False) -> PreparedPair:
+        """``camera_thermal``: also register the thermal frame to the RGB image's own grid (for fusing at
+        the camera's resolution; at the network size it is the network input itself)."""
         color = check_color(color, color_encoding)
         thermal_net_input = thermal_unit(thermal, self.thermal_range)
         color_size = (int(color.shape[0]), int(color.shape[1]))
@@ -199,8 +205,14 @@ class Preprocessor:
         else:
             thermal_net = self._warper(color_size).warp_thermal(thermal_net_input, (width, height))
         rgb_net = color_to_rgb_float(resize_image(color, self.input_size), color_encoding)
+        thermal_camera = None
+        if camera_thermal and color_size != self.input_size:
+            thermal_camera = self.registration.warp_thermal(thermal_net_input, (color_size[1], color_size[0]))
         return PreparedPair(
             thermal=np.ascontiguousarray(thermal_net, dtype=np.float32)[None],
             rgb=np.ascontiguousarray(rgb_net.transpose(2, 0, 1)),
             rgb_size=color_size,
+            color=color,
+            color_encoding=color_encoding,
+            thermal_camera=thermal_camera,
         )

@@ -480,13 +480,18 @@ def test_overlays():
     dets = Detections(np.array([[5, 5, 30, 30]], np.float32), np.array([0.9], np.float32), np.array([0]))
     out = core.render_detections(image, dets, ["person", "zebra"], colors)
     assert out.any() and not image.any()
+    # boxes in a frame twice the image's size (a fused image at the network size) are drawn scaled down
+    half = core.render_detections(image, dets, ["person", "zebra"], colors, frame_size=(2 * image.shape[0],
+                                                                                        2 * image.shape[1]))
+    assert half[2:16, 2:16].any() and not half[16:, 16:].any()
 
 
 def test_engine_options_carry_only_what_is_set():
     defaults = {spec.name: spec.default for spec in core.PARAMS}
     options = core.engine_options(core.validate_params(defaults))
-    assert set(options) == {"postprocess", "registration"}  # no CPU option a backend could refuse
-    assert options["postprocess"] == PostprocessConfig()
+    # every backend takes these; no CPU option a backend could refuse
+    assert set(options) == {"postprocess", "registration", "fused_resolution"}
+    assert options["postprocess"] == PostprocessConfig() and options["fused_resolution"] == "camera"
     options = core.engine_options(core.validate_params({**defaults, "num_threads": 1,
                                                         "onnxruntime.allow_spinning": True}))
     assert options["allow_spinning"] is True and options["num_threads"] == 1

@@ -344,7 +344,6 @@ def compare_with_onnxruntime(engine_path: str | Path, onnx_path: str | Path, see
     """Max-abs-diff per output of the built engine vs ONNX Runtime (CPU, fp32) on random inputs."""
     import onnxruntime as ort
 
-    from fusion_ros.engine.base import OUTPUT_NAMES
     from fusion_ros.engine.tensorrt_backend import TensorRTEngine
 
     engine = TensorRTEngine(engine_path)
@@ -354,9 +353,10 @@ def compare_with_onnxruntime(engine_path: str | Path, onnx_path: str | Path, see
     rgb = rng.random((1, 3, height, width), dtype=np.float32)
     got = engine.run_raw(thermal, rgb)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    ref = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"thermal": thermal, "rgb": rgb})))
+    names = list(got)
+    ref = dict(zip(names, session.run(names, {"thermal": thermal, "rgb": rgb})))
     engine.close()
-    return {name: float(np.max(np.abs(got[name] - ref[name]))) for name in OUTPUT_NAMES}
+    return {name: float(np.max(np.abs(got[name] - ref[name]))) for name in names}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from torch import nn
 
 import fusion_ros
 from fusion_ros.checkpoint import DEFAULT_MODEL, load_model
-from fusion_ros.engine.base import INPUT_NAMES, OUTPUT_NAMES
+from fusion_ros.engine.base import FUSION_MAP_OUTPUT, INPUT_NAMES, OUTPUT_NAMES
 from fusion_ros.engine.sidecar import ONNX_FORMAT, sha256_file, write_sidecar
 from fusion_ros.model import FPN_STRIDES, FusedPerceptionNet
 
@@ -47,6 +47,11 @@ OUTPUT_LAYOUT = {
     "box_ltrb": "(B, N, 4) distances left, top, right, bottom from each point, in input pixels",
     "centerness": "(B, N, 1) centerness logits; score = sqrt(sigmoid(cls_logits) * sigmoid(centerness))",
     "seg_logits": "(B, C, H, W) segmentation logits (C = len(seg_classes)); argmax -> class id",
+    FUSION_MAP_OUTPUT: (
+        "(B, 3, h, w) coefficients (a, b, c) of the fused luminance Y = clamp(a*IR + b*Y_visible + c, 0, 1), "
+        "at 1/fusion.stride of the input size; bilinearly upsampled they fuse the cameras at any resolution "
+        "(fusion_ros.fusion_map); only models with a map head (fusion.output blend or affine) have it"
+    ),
     "points": (
         "N = sum over strides (8, 16, 32) of ceil(H/s)*ceil(W/s); point centres and order are "
         "fusion_ros.model.fcos_points(H, W) (per level, row-major); decode with "
@@ -59,16 +64,22 @@ class ExportError(RuntimeError):
     """The export could not be done or failed its parity check."""
 
 
+def graph_output_names(model: FusedPerceptionNet) -> tuple[str, ...]:
+    """The exported graph's outputs: OUTPUT_NAMES, plus the coefficient map of a map-head model."""
+    return OUTPUT_NAMES + ((FUSION_MAP_OUTPUT,) if model.fusion.has_map else ())
+
+
 class _Graph(nn.Module):
-    """FusedPerceptionNet with the deployed outputs only, as a flat tuple in OUTPUT_NAMES order."""
+    """FusedPerceptionNet with the deployed outputs only, as a flat tuple in `output_names` order."""
 
     def __init__(self, model: FusedPerceptionNet):
         super().__init__()
         self.model = model
+        self.output_names = graph_output_names(model)
 
     def forward(self, thermal: torch.Tensor, rgb: torch.Tensor):
         out = self.model(thermal, rgb)
-        return out.fused, out.cls_logits, out.box_ltrb, out.centerness, out.seg_logits
+        return tuple(getattr(out, name) for name in self.output_names)
 
 
 @dataclass
@@ -113,13 +124,14 @@ def check_parity(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    worst = {name: 0.0 for name in OUTPUT_NAMES}
+    names = list(graph.output_names)
+    worst = {name: 0.0 for name in names}
     failures = []
     for index, (batch, height, width) in enumerate(shapes):
         thermal, rgb = _inputs(batch, height, width, seed=index)
         reference = _reference_outputs(graph, thermal, rgb)
-        got = session.run(list(OUTPUT_NAMES), {"thermal": thermal.numpy(), "rgb": rgb.numpy()})
-        for name, ref, out in zip(OUTPUT_NAMES, reference, got):
+        got = session.run(names, {"thermal": thermal.numpy(), "rgb": rgb.numpy()})
+        for name, ref, out in zip(names, reference, got):
             if ref.shape != out.shape:
                 failures.append(f"{name} at {batch}x{height}x{width}: shape {out.shape} != torch {ref.shape}")
                 continue
@@ -136,9 +148,9 @@ def check_parity(
     return worst
 
 
-def _export_graph(graph: nn.Module, path: Path, size: tuple[int, int], dynamic: bool, exporter: str, opset: int):
+def _export_graph(graph: _Graph, path: Path, size: tuple[int, int], dynamic: bool, exporter: str, opset: int):
     args = _inputs(1, *size, seed=0)
-    common = dict(input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), opset_version=opset)
+    common = dict(input_names=list(INPUT_NAMES), output_names=list(graph.output_names), opset_version=opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer/deprecation chatter; parity is the real check
         if exporter == "dynamo":
@@ -176,10 +188,12 @@ def _io_spec(size: tuple[int, int], dynamic: bool, model: FusedPerceptionNet) ->
     else:
         n = sum(-(-height // s) * -(-width // s) for s in FPN_STRIDES)
     k, c = model.cfg.num_det_classes, model.cfg.num_seg_classes
+    stride = model.cfg.fusion.stride
+    map_h, map_w = ("map_height", "map_width") if dynamic else (-(-height // stride), -(-width // stride))
     shapes = {"fused": [b, 3, h, w], "cls_logits": [b, n, k], "box_ltrb": [b, n, 4], "centerness": [b, n, 1],
-              "seg_logits": [b, c, h, w]}
+              "seg_logits": [b, c, h, w], FUSION_MAP_OUTPUT: [b, 3, map_h, map_w]}
     outputs = [{"name": name, "shape": shapes[name], "dtype": "float32", "description": OUTPUT_LAYOUT[name]}
-               for name in OUTPUT_NAMES]
+               for name in graph_output_names(model)]
     return inputs, outputs
 
 

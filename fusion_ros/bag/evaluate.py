@@ -452,7 +452,8 @@ class BagEvaluator:
         fused_bgr = cv2.cvtColor(result.fused, cv2.COLOR_RGB2BGR)
         overlay = None
         if self.writer is not None or index in self.sample_at:
-            overlay = core.render_detections(fused_bgr, result.detections, self.det_names, self.det_colors)
+            overlay = core.render_detections(fused_bgr, result.detections, self.det_names, self.det_colors,
+                                             result.frame_size)
         if self.writer is not None:
             self._write_outputs(pair, result, fused_bgr, overlay)
         t3 = time.perf_counter()

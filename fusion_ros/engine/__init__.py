@@ -21,6 +21,8 @@ from pathlib import Path
 from ..paths import DEFAULT_MODEL
 from ..postprocess import Detections, PostprocessConfig
 from .base import (
+    FUSED_RESOLUTIONS,
+    FUSION_MAP_OUTPUT,
     INPUT_NAMES,
     OUTPUT_NAMES,
     BackendUnavailableError,
@@ -35,7 +37,7 @@ from .base import (
 )
 
 __all__ = [
-    "BACKENDS", "INPUT_NAMES", "OUTPUT_NAMES", "BackendUnavailableError", "Detections", "Engine", "EngineError",
+    "BACKENDS", "FUSED_RESOLUTIONS", "FUSION_MAP_OUTPUT", "INPUT_NAMES", "OUTPUT_NAMES", "BackendUnavailableError", "Detections", "Engine", "EngineError",
     "EngineMismatchError", "InputError", "ModelFileError", "ModelInfo", "Perception", "PostprocessConfig",
     "SidecarError", "create_engine", "resolve_artifacts",
 ]
@@ -140,7 +142,7 @@ def _make(backend: str, artifact: Path, device: str, opts: dict) -> Engine:
     return TorchEngine(artifact, device=device, **opts)
 
 
-_COMMON_OPTIONS = {"input_size", "postprocess", "registration"}
+_COMMON_OPTIONS = {"input_size", "postprocess", "registration", "fused_resolution"}
 # the options each backend takes besides the common ones; any other option is an error, never dropped
 _BACKEND_OPTIONS = {
     "onnxruntime": {
@@ -171,7 +173,8 @@ def create_engine(
 
     backend: "auto" | "tensorrt" | "onnxruntime" | "torch". device: "cpu" | "cuda" | None (auto: cuda when
     the chosen backend can use a GPU here). Other keyword options: input_size=(h, w), postprocess
-    (PostprocessConfig), registration (Registration or its config dict), and per backend: num_threads /
+    (PostprocessConfig), registration (Registration or its config dict), fused_resolution ("camera", the
+    default: the fused image at the RGB camera's size; "network": at the network's), and per backend: num_threads /
     inter_op_threads / allow_spinning / use_tensorrt_ep / trt_cache_dir / verify_checksum / fp16 (onnxruntime),
     num_threads / fp16 (torch), check_compat (tensorrt). An option the backend that is to run does not use
     raises EngineError (a ValueError) naming it, with backend="auto" too.

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..fusion_map import fused_image
 from ..postprocess import Detections, PostprocessConfig, decode_detections, segmentation_mask
 from ..preprocess import (
     FUSED_ENCODINGS,
@@ -30,6 +31,13 @@ from ..preprocess import (
 # Names and order of the exported graph's inputs and outputs (fused_y stays inside: only training uses it).
 INPUT_NAMES = ("thermal", "rgb")
 OUTPUT_NAMES = ("fused", "cls_logits", "box_ltrb", "centerness", "seg_logits")
+# ... and the output a map-head model adds: (B, 3, h, w) coefficients (a, b, c) of fused Y = a·IR + b·Y + c,
+# with which the engine fuses the cameras at their own resolution (fusion_ros.fusion_map). Graphs without
+# it (drawn-image heads, exports from before it existed) get their network-size fused image resized.
+FUSION_MAP_OUTPUT = "fusion_map"
+# fused_resolution: "camera" = the fused image at the RGB camera's size; "network" = at the network's
+# input size, as the graph made it (less to publish, e.g. over a thin link)
+FUSED_RESOLUTIONS = ("camera", "network")
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -70,6 +78,7 @@ class ModelInfo:
     fixed_batch: int | None = None  # batch size baked into a fixed-shape graph
     model_version: str = ""
     source: str = ""  # the file it came from
+    chroma: str = "visible"  # the model's colour rule (model.ModelConfig.chroma), for camera-size fusion
 
 
 # --------------------------------------------------------------------------------------------- result
@@ -77,11 +86,13 @@ class ModelInfo:
 class Perception:
     """One frame's result, in the INPUT RGB image's pixel grid."""
 
-    fused: np.ndarray  # (H, W, 3) uint8, RGB (or BGR when infer was asked for fused_encoding="bgr8")
+    fused: np.ndarray  # (H, W, 3) uint8, RGB (or BGR when infer was asked for fused_encoding="bgr8"), at the
+    # RGB image's size (or the network's, for an engine made with fused_resolution="network")
     detections: Detections  # boxes x1, y1, x2, y2 in input RGB pixels
     segmentation: np.ndarray | None  # (H, W) uint8 class ids; None when infer was asked for none
     timings: dict[str, float] = field(default_factory=dict)  # pre / infer / post, milliseconds
     backend: str = ""
+    frame_size: tuple[int, int] | None = None  # (height, width) of the input RGB image: the boxes' frame
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -93,6 +104,7 @@ class Engine(ABC):
     """
 
     backend: str = "?"
+    has_fusion_map: bool = False  # set by a backend whose graph has the FUSION_MAP_OUTPUT
 
     def __init__(
         self,
@@ -101,6 +113,7 @@ class Engine(ABC):
         input_size: tuple[int, int] | None = None,
         postprocess: PostprocessConfig | None = None,
         registration=None,
+        fused_resolution: str = "camera",
     ):
         self.info = info
         size = tuple(int(v) for v in (input_size or info.input_size))
@@ -112,6 +125,9 @@ class Engine(ABC):
                 f"(HxW); it cannot run at {size[0]}x{size[1]}: re-export with --dynamic or another --size"
             )
         self.input_size: tuple[int, int] = size
+        if fused_resolution not in FUSED_RESOLUTIONS:
+            raise EngineError(f"fused_resolution must be one of {', '.join(FUSED_RESOLUTIONS)}, got {fused_resolution!r}")
+        self.fused_resolution = fused_resolution
         self.preprocessor = Preprocessor(size, thermal_range=info.thermal_range, registration=registration)
         if postprocess is not None and not isinstance(postprocess, PostprocessConfig):
             raise EngineError(f"postprocess must be a PostprocessConfig, got {type(postprocess).__name__}")
@@ -180,7 +196,9 @@ class Engine(ABC):
             raise InputError(f"fused_encoding must be one of {', '.join(FUSED_ENCODINGS)}, got '{fused_encoding}'")
         t0 = time.perf_counter()
         try:
-            pairs = [self.preprocessor(t, c, color_encoding) for t, c in zip(thermals, colors)]
+            camera_thermal = self.fused_resolution == "camera" and self.has_fusion_map
+            pairs = [self.preprocessor(t, c, color_encoding, camera_thermal=camera_thermal)
+                     for t, c in zip(thermals, colors)]
         except PreprocessError as exc:
             raise InputError(f"{self.backend} engine input: {exc}") from None
         thermal_batch = np.stack([p.thermal for p in pairs])
@@ -225,16 +243,29 @@ class Engine(ABC):
         )
         dets = Detections(scale_boxes(dets.boxes, net_size, pair.rgb_size), dets.scores, dets.labels)
         return Perception(
-            fused=fused_to_image(outputs["fused"][index], pair.rgb_size, fused_encoding),
+            fused=self._fused_image(outputs, index, pair, fused_encoding),
             detections=dets,
             segmentation=(mask_to_size(segmentation_mask(outputs["seg_logits"][index]), pair.rgb_size)
                           if segmentation else None),
             backend=self.backend,
+            frame_size=pair.rgb_size,
         )
+
+    def _fused_image(self, outputs: dict[str, np.ndarray], index: int, pair: PreparedPair, encoding: str) -> np.ndarray:
+        """The fused image at the camera's size from the coefficient map where the graph has one (at the
+        network size the graph's own image is that image, exactly), else the network-size image."""
+        if self.fused_resolution == "network":
+            return fused_to_image(outputs["fused"][index], self.input_size, encoding)
+        if pair.thermal_camera is None or pair.rgb_size == self.input_size:
+            return fused_to_image(outputs["fused"][index], pair.rgb_size, encoding)
+        return fused_image(outputs[FUSION_MAP_OUTPUT][index], pair.thermal_camera, pair.color,
+                           color_encoding=pair.color_encoding, chroma=self.info.chroma, net_size=self.input_size,
+                           encoding=encoding)
 
     @abstractmethod
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        """(B,1,H,W), (B,3,H,W) float32 -> {output name: float32 array} for OUTPUT_NAMES."""
+        """(B,1,H,W), (B,3,H,W) float32 -> {output name: float32 array} for OUTPUT_NAMES (and
+        FUSION_MAP_OUTPUT where `has_fusion_map`)."""
 
     # ------------------------------------------------------------------------------- lifecycle
     def close(self) -> None:

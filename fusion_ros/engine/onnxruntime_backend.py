@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import INPUT_NAMES, OUTPUT_NAMES, BackendUnavailableError, Engine, ModelFileError
+from .base import FUSION_MAP_OUTPUT, INPUT_NAMES, OUTPUT_NAMES, BackendUnavailableError, Engine, ModelFileError
 from .sidecar import ONNX_FORMAT, model_info_from_sidecar, read_sidecar, verify_sha256
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,12 @@ class OnnxRuntimeEngine(Engine):
         kind = "tensorrt" if active[0].startswith("Tensorrt") else "cuda" if active[0].startswith("CUDA") else "cpu"
         self.backend = f"onnxruntime-{kind}"
         self.sidecar = sidecar
+        self.has_fusion_map = FUSION_MAP_OUTPUT in outputs
+        self._output_names = list(OUTPUT_NAMES) + ([FUSION_MAP_OUTPUT] if self.has_fusion_map else [])
 
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self.session.run(list(OUTPUT_NAMES), {"thermal": thermal, "rgb": rgb})
-        return dict(zip(OUTPUT_NAMES, outputs))
+        outputs = self.session.run(self._output_names, {"thermal": thermal, "rgb": rgb})
+        return dict(zip(self._output_names, outputs))
 
     def close(self) -> None:
         self.session = None

@@ -112,6 +112,7 @@ def model_info_from_sidecar(data: dict, source: str | Path) -> ModelInfo:
             fixed_batch=fixed_batch,
             model_version=str(data.get("model_version", "")),
             source=str(source),
+            chroma=str((data.get("model_config") or {}).get("chroma", "visible")),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise SidecarError(f"sidecar {sidecar_path(source)} is malformed ({exc}); re-export") from None

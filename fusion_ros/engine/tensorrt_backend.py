@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import (
+    FUSION_MAP_OUTPUT,
     INPUT_NAMES,
     OUTPUT_NAMES,
     BackendUnavailableError,
@@ -191,6 +192,7 @@ class TensorRTEngine(Engine):
             )
         self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._outputs = [n for n in names if n not in inputs]
+        self.has_fusion_map = FUSION_MAP_OUTPUT in self._outputs
         self._cuda = cuda
         self._buffers = {n: DeviceBuffer(cuda) for n in names}
         self._stream = cuda.create_stream()
@@ -214,10 +216,11 @@ class TensorRTEngine(Engine):
             self.context.set_tensor_address(name, self._buffers[name].reserve(outputs[name].nbytes))
         if not self.context.execute_async_v3(self._stream):
             raise EngineError(f"TensorRT execute_async_v3 failed for {self.info.source} (see the TensorRT log)")
-        for name in OUTPUT_NAMES:
+        wanted = OUTPUT_NAMES + ((FUSION_MAP_OUTPUT,) if self.has_fusion_map else ())
+        for name in wanted:
             self._buffers[name].download(outputs[name], self._stream)
         self._cuda.synchronize(self._stream)
-        return {name: outputs[name].astype(np.float32, copy=False) for name in OUTPUT_NAMES}
+        return {name: outputs[name].astype(np.float32, copy=False) for name in wanted}
 
     def close(self) -> None:
         """Release the context and engine before the device memory they were bound to."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import OUTPUT_NAMES, BackendUnavailableError, Engine, ModelFileError, ModelInfo
+from .base import FUSION_MAP_OUTPUT, OUTPUT_NAMES, BackendUnavailableError, Engine, ModelFileError, ModelInfo
 
 
 class TorchEngine(Engine):
@@ -52,6 +52,7 @@ class TorchEngine(Engine):
             dynamic=True,
             model_version=str((meta.info or {}).get("version", "")),
             source=str(path),
+            chroma=model.cfg.chroma,
         )
         super().__init__(info, **options)
         self.device = torch.device(device)
@@ -61,6 +62,7 @@ class TorchEngine(Engine):
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(self.device, self.dtype).eval()
         self.backend = f"torch-{self.device.type}" + ("-fp16" if self.fp16 else "")
+        self.has_fusion_map = model.fusion.has_map
         self._torch = torch
 
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -69,7 +71,8 @@ class TorchEngine(Engine):
             t = torch.from_numpy(thermal).to(self.device, self.dtype, non_blocking=True)
             r = torch.from_numpy(rgb).to(self.device, self.dtype, non_blocking=True)
             out = self.model(t, r)
-            return {name: getattr(out, name).float().cpu().numpy() for name in OUTPUT_NAMES}
+            names = OUTPUT_NAMES + ((FUSION_MAP_OUTPUT,) if self.has_fusion_map else ())
+            return {name: getattr(out, name).float().cpu().numpy() for name in names}
 
     def close(self) -> None:
         self.model = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..preprocess import scale_boxes
+
+
 def class_colors(model_names, class_config=None) -> np.ndarray:
     """(K, 3) uint8 RGB colours for the model's class names: from the class file where the name is
     listed, else a fixed golden-ratio palette (so a model with other classes still renders)."""
@@ -29,10 +32,15 @@ def colorize_mask(mask: np.ndarray, colors_rgb: np.ndarray) -> np.ndarray:
     return palette[mask]
 
 
-def render_detections(image_bgr: np.ndarray, detections, names, colors_rgb: np.ndarray) -> np.ndarray:
-    """A copy of ``image_bgr`` with the boxes, class names and scores drawn."""
+def render_detections(image_bgr: np.ndarray, detections, names, colors_rgb: np.ndarray,
+                      frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A copy of ``image_bgr`` with the boxes, class names and scores drawn. ``frame_size``: the (height,
+    width) the boxes are in, when the image has another size (a fused image at the network's size)."""
     out = np.ascontiguousarray(image_bgr).copy()
-    for box, score, label in zip(detections.boxes, detections.scores, detections.labels):
+    boxes = detections.boxes
+    if frame_size is not None and tuple(frame_size) != out.shape[:2]:
+        boxes = scale_boxes(boxes, frame_size, out.shape[:2])
+    for box, score, label in zip(boxes, detections.scores, detections.labels):
         label = int(label)
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         rgb = colors_rgb[label] if 0 <= label < len(colors_rgb) else (255, 255, 255)

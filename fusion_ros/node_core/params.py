@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..engine.base import FUSED_RESOLUTIONS
 from ..image_conversions import DEFAULT_MAX_PIXELS
 from ..postprocess import POSTPROCESS_LIMITS, PostprocessConfig, postprocess_problem
 from ..registration import Registration
@@ -151,6 +152,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               lambda v: None if v == 0 or 32 <= v <= 8192 else f"must be 0 or in [32, 8192], got {v}"),
     ParamSpec("input_width", 0, "network input width in pixels; 0: the model's own size", "0 or >= 32",
               lambda v: None if v == 0 or 32 <= v <= 8192 else f"must be 0 or in [32, 8192], got {v}"),
+    ParamSpec("fused_resolution", "camera", "size of fused/image and its overlay: camera (the RGB camera's: "
+              "the fusion network's per-pixel decisions applied to the full-resolution frames) or network "
+              "(the network input size: less to publish; detections stay in camera pixels)", "camera|network",
+              _one_of(FUSED_RESOLUTIONS)),
     ParamSpec("classes_file", "", "class list YAML (names + colours for overlays); empty: the package's "
               "config/classes.yaml. Detection class ids come from the model itself"),
     _postprocess_spec("score_threshold", "minimum detection score (runtime-updatable)"),
@@ -432,7 +437,8 @@ def check_runtime_update(name: str, value, configured: bool) -> tuple[Any, str |
 def engine_options(cfg: NodeConfig) -> dict:
     """create_engine keyword options from the node's parameters: post-processing, registration, size, and
     the CPU options only when set (the engine refuses an option its backend does not use)."""
-    options = {"postprocess": cfg.postprocess, "registration": cfg.registration}
+    options = {"postprocess": cfg.postprocess, "registration": cfg.registration,
+               "fused_resolution": cfg["fused_resolution"]}
     if cfg.input_size:
         options["input_size"] = cfg.input_size
     if cfg["num_threads"] > 0:

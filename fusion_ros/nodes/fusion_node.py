@@ -510,7 +510,8 @@ class FusionNode(LifecycleNode):
                 color = core.colorize_mask(result.segmentation, self._seg_colors)
                 pubs["seg_color"].publish(ros_convert.image_msg(color, "bgr8", header))
             if "det_image" in pubs:
-                overlay = core.render_detections(result.fused, result.detections, self._det_names, self._det_colors)
+                overlay = core.render_detections(result.fused, result.detections, self._det_names, self._det_colors,
+                                                 result.frame_size)
                 pubs["det_image"].publish(ros_convert.image_msg(overlay, "bgr8", header))
         done = time.monotonic()
         self._last_output = done
