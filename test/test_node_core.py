@@ -415,6 +415,12 @@ def test_engine_status_levels():
     assert dict(core.engine_status("/n", monitor, "", 3, 3.0, "active").values)["failures"] == "3"
     failed = core.engine_status("/n", core.EngineMonitor(), "", 3, 0.0, "unconfigured", "invalid parameters: x")
     assert failed.level == core.ERROR and failed.message == "configure failed: invalid parameters: x"
+    # issue 21 item 1: an engine that auto put on a fallback backend runs, but not what was deployed: WARN
+    skipped = ["onnxruntime: model.onnx does not match its sidecar"]
+    fallback = core.engine_status("/n", monitor, "torch-cpu", 3, 3.0, "active", model="/m/model.pt", fallback=skipped)
+    assert fallback.level == core.WARN and fallback.message.startswith("fallback torch-cpu (skipped onnxruntime: ")
+    assert dict(fallback.values)["model"] == "/m/model.pt" and dict(fallback.values)["fallback"] == skipped[0]
+    assert core.engine_status("/n", monitor, "torch-cpu", 3, 3.0, "inactive", fallback=skipped).level == core.WARN
 
 
 def test_sync_status_reports_skew_and_drops():

@@ -1,7 +1,8 @@
-"""The faults a hostile test of the running node found (issue 13), each reproduced on a real node process
-on real rclpy / Fast DDS: oversized images, a thermal camera switching resolution under a calibrated
+"""The faults a hostile test of the running node found (issues 13 and 21), each reproduced on a real node
+process on real rclpy / Fast DDS: oversized images, a thermal camera switching resolution under a calibrated
 homography, inputs that arrive but never pair, stamp jumps from two clocks on one topic, undecodable PNGs,
-and signals while streaming and during shutdown.
+signals while streaming and during shutdown, and (a lifecycle node, configured by the tests) a corrupt
+ONNX file beside its model.
 
 Run with the vision_msgs workspace sourced:
     bash scripts/with_ros_env.sh .venv/bin/python -m pytest -q test/test_node_hostile.py
@@ -43,6 +44,8 @@ NS = "/hostile"
 NAME = "fusion_hostile"
 NODE = f"{NS}/{NAME}"
 STREAM_NS, STREAM_NAME = "/streaming", "fusion_streaming"
+MODELS_NS, MODELS_NAME = "/models", "fusion_models"  # lifecycle node: the tests configure it
+MODELS_NODE = f"{MODELS_NS}/{MODELS_NAME}"
 WARN, OK = b"\x01", b"\x00"
 
 
@@ -165,6 +168,7 @@ def nodes(tmp, domain):
 
     model = save_untrained_model(tmp / "random.pt", input_size=(H, W))
     env = _node_env(domain, tmp / "ros_log")
+    broken = _model_with_a_truncated_onnx(tmp / "broken_export")
     common = ["--params-file", str(ROOT / "config" / "fusion.yaml"), "-p", f"model_path:={model}",
               "-p", "backend:=torch", "-p", "num_threads:=1", "-p", "lifecycle:=false",
               "-p", "diagnostics.period:=0.25"]
@@ -182,10 +186,33 @@ def nodes(tmp, domain):
             # log_throttle stays at its default 5 s (the jump-back warning must honour it)
         ], env),
         STREAM_NAME: NodeProcess(tmp, STREAM_NAME, ["-r", f"__ns:={STREAM_NS}", *common], env),
+        MODELS_NAME: NodeProcess(tmp, MODELS_NAME, [
+            "-r", f"__ns:={MODELS_NS}", "--params-file", str(ROOT / "config" / "fusion.yaml"),
+            "-p", f"model_path:={broken}", "-p", "backend:=auto", "-p", "num_threads:=1",
+            "-p", "diagnostics.period:=0.25"], env),
     }
     yield procs
     for proc in procs.values():
         proc.stop()
+
+
+def _model_with_a_truncated_onnx(folder: Path) -> Path:
+    """A random-weight model.pt with its real export beside it, the .onnx then cut to half (a bad copy)."""
+    from fusion_ros.checkpoint import save_untrained_model
+    from training.export import export_onnx
+
+    model = save_untrained_model(folder / "model.pt", input_size=(H, W))
+    onnx = export_onnx(model, exporter="torchscript").onnx_path
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+    return model
+
+
+@pytest.fixture(scope="module")
+def models_node(nodes, client):
+    """The lifecycle node on the model with the truncated ONNX, up and unconfigured."""
+    proc = nodes[MODELS_NAME]
+    assert proc.wait_log("waiting for configure/activate", 90.0), proc.log()
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +369,28 @@ def test_undecodable_png_leaves_no_decoder_lines_in_the_log(hostile, client):
     decode_lines = [line for line in lines if "rejected [decode]" in line]
     assert 1 <= len(decode_lines) <= 2, decode_lines  # throttled (log_throttle 5 s)
     assert "libpng error: " in decode_lines[0]  # the library's reason, routed into our line
+
+
+def test_a_truncated_onnx_file_is_a_loud_fallback_not_a_silent_one(models_node, client):
+    """Issue 21 item 1: backend auto over a model whose ONNX export was cut in half ran the torch model with
+    an INFO line, a bare stderr line and diagnostics OK. It still runs the same weights (the sidecar's
+    sha256 ties them to the export), but says so: a WARN node log line naming why, and the engine status
+    WARN naming the backend, the model file and the skipped backend for as long as it runs."""
+    since = time.monotonic()
+    assert client.lifecycle(MODELS_NODE, "configure"), models_node.log()[-3000:]
+    try:
+        status = client.wait_status(f"{MODELS_NODE}: engine", lambda s: s.level == WARN, 10.0, since)
+        values = _diag_values(status)
+        assert status.level == WARN and status.message.startswith("inactive, fallback torch-cpu"), status.message
+        assert values["backend"] == "torch-cpu" and values["model"].endswith("broken_export/model.pt"), values
+        assert "onnxruntime" in values["fallback"] and "does not match its sidecar" in values["fallback"], values
+        log = models_node.log()
+        assert re.search(r"^\[WARN\] .*configured: torch-cpu on .*model\.pt .*FALLBACK: backend auto skipped "
+                         r"onnxruntime: ", log, re.M), log[-3000:]
+        skipped = [line for line in log.splitlines() if "auto backend: skipping onnxruntime" in line]
+        assert skipped and all(line.startswith("[WARN]") for line in skipped), skipped  # node lines, not bare
+    finally:
+        assert client.lifecycle(MODELS_NODE, "cleanup")
 
 
 def _raw_sender(client: Client, ns: str):

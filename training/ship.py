@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from fusion_ros.checkpoint import load_model
+from fusion_ros.engine.sidecar import relative_path, sha256_file
 from fusion_ros.model import count_parameters
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS
 from training.data import night_fog_holdout
@@ -117,6 +118,9 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         backend="onnxruntime", labels=data.get("labels", "auto"), variant=data.get("variant"),
         class_map=data.get("class_map") or {}, split="val", subsets={"day": "D$", "night": "N$"}, overwrite=True,
         **{k: split[k] for k in ("block", "gap", "val_fraction", "heldout_fraction")}))
+    # the metrics file lies beside the model: name it relative to that folder, not by this machine's path
+    scored = Path(metrics["model"]["path"])
+    metrics["model"].update(path=relative_path(scored, args.dest), sha256=sha256_file(scored))
     det = metrics["detection"]
     op = det["at_default_threshold"]
     names = read_labelled_pairs(data["root"], meta.det_classes, labels=data.get("labels", "auto"),

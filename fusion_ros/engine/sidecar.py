@@ -36,6 +36,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def relative_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators): what a sidecar or metrics file records of another
+    file, so that a copied folder still finds it, on any machine (an absolute path points nowhere there)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+
+
+def source_model_path(artifact: str | Path, data: dict) -> Path | None:
+    """The model file a sidecar's ``source_model`` names, resolved against the artifact's folder (sidecars
+    written before paths were relative hold an absolute one, which this leaves as it is), or None."""
+    name = (data.get("source_model") or {}).get("file")
+    return Path(artifact).parent / name if name else None
+
+
 def write_json_atomic(path: str | Path, data: dict) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

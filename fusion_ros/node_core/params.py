@@ -139,7 +139,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "", "model file (.pt), ONNX export (.onnx + .onnx.json) or TensorRT engine "
               "(.engine + .engine.json); empty: the bundled fusion_ros/models/default.pt"),
     ParamSpec("backend", "auto", "inference backend; auto picks tensorrt > onnxruntime > torch among the "
-              "artifacts found beside model_path", "auto|onnxruntime|torch|tensorrt", _one_of(BACKENDS)),
+              "artifacts found beside model_path, past one that cannot run with a WARN (log and /diagnostics); "
+              "a named backend refuses instead", "auto|onnxruntime|torch|tensorrt", _one_of(BACKENDS)),
     ParamSpec("device", "auto", "compute device; auto: cuda when the backend can use a GPU here",
               "auto|cpu|cuda", _one_of(("auto", "cpu", "cuda"))),
     ParamSpec("num_threads", 0, "CPU threads for the engine (torch intra-op / onnxruntime intra-op); "

@@ -24,6 +24,7 @@ shuts down, and the process exits 0 (see fusion_ros.nodes.signals).
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -61,6 +62,24 @@ _ROS_TYPES = {
 }
 # parameters every rclpy node may carry besides ours (not reported as unknown)
 _FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+
+
+class _LibraryLogToNode(logging.Handler):
+    """The fusion_ros library's Python log records (e.g. the auto backend skipping a broken ONNX file) as
+    lines of the node's log, with its severity, instead of bare lines on stderr."""
+
+    def __init__(self, node_logger):
+        super().__init__()
+        self._node_logger = node_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._node_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._node_logger.warning(text)
+        else:
+            self._node_logger.info(text)
 
 
 class _Pair:
@@ -263,12 +282,15 @@ class FusionNode(LifecycleNode):
         self._configure_error = ""
         self._state = "inactive"
         h, w = engine.input_size
-        fallbacks = getattr(engine, "fallback_reasons", None)
-        self.get_logger().info(
-            f"configured: {engine.backend} at {w}x{h} (WxH) in {time.perf_counter() - started:.1f} s, "
-            f"{len(self._det_names)} detection classes, registration {cfg['registration.mode']}"
-            + (f"; skipped backends: {' | '.join(fallbacks)}" if fallbacks else "")
-        )
+        summary = (f"configured: {engine.backend} on {engine.info.source} at {w}x{h} (WxH) in "
+                   f"{time.perf_counter() - started:.1f} s, {len(self._det_names)} detection classes, registration "
+                   f"{cfg['registration.mode']}")
+        if engine.fallback_reasons:  # runs, but not what was deployed: say so loudly (and WARN in /diagnostics)
+            self.get_logger().warning(
+                f"{summary}; FALLBACK: backend auto skipped {' | '.join(engine.fallback_reasons)}; fix that "
+                "artifact (or set backend explicitly to refuse instead of falling back)")
+        else:
+            self.get_logger().info(summary)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -579,9 +601,10 @@ class FusionNode(LifecycleNode):
         statuses.append(core.sync_status(self._prefix, stats, self._pair_rate.rate(now), self._slot, stall,
                                          self._jump_backs))
         engine = self._engine
-        backend = engine.backend if engine is not None else ""
-        statuses.append(core.engine_status(self._prefix, self._engine_monitor, backend, threshold, now, self._state,
-                                           self._configure_error))
+        statuses.append(core.engine_status(
+            self._prefix, self._engine_monitor, engine.backend if engine is not None else "", threshold, now,
+            self._state, self._configure_error, model=engine.info.source if engine is not None else "",
+            fallback=engine.fallback_reasons if engine is not None else ()))
         return statuses
 
 
@@ -596,6 +619,8 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         return 1
     node.warn_dropped_cli_parameters(list(sys.argv if args is None else args))
+    library_log = _LibraryLogToNode(node.get_logger())
+    logging.getLogger("fusion_ros").addHandler(library_log)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -614,6 +639,7 @@ def main(args=None) -> int:
         if stop.requested:
             node.get_logger().info(f"{stop.signal_name}: shutting down")
         node.teardown()  # worker stopped and publishers destroyed while the context is still valid
+        logging.getLogger("fusion_ros").removeHandler(library_log)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
