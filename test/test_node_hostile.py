@@ -125,13 +125,14 @@ class Feed:
         return self.t
 
     def send(self, thermal_stamp: int | None = None, rgb_stamp: int | None = None, thermal_png: bytes | None = None,
-             rgb_msg=None, gap: float = 0.07) -> int:
+             rgb_msg=None, rgb: np.ndarray | None = None, gap: float = 0.07) -> int:
         stamp = self.next_stamp()
         t_stamp = stamp if thermal_stamp is None else thermal_stamp
         c_stamp = stamp if rgb_stamp is None else rgb_stamp
         png = thermal_png if thermal_png is not None else _png16(thermal_frame(self.rng))
         self.thermal.publish(_compressed(png, "mono16; png compressed", t_stamp))
-        self.rgb.publish(rgb_msg if rgb_msg is not None else make_image(rgb_frame(self.rng), "bgr8", c_stamp, "rgb"))
+        rgb = rgb_frame(self.rng) if rgb is None else rgb
+        self.rgb.publish(rgb_msg if rgb_msg is not None else make_image(rgb, "bgr8", c_stamp, "rgb"))
         time.sleep(gap)
         return c_stamp
 
@@ -176,10 +177,11 @@ def nodes(tmp, domain):
         NAME: NodeProcess(tmp, NAME, [
             "-r", f"__ns:={NS}", *common,
             "-p", "thermal_transport:=compressed",
-            # a calibrated homography (a 2 px shift) for a 160x128 thermal camera
+            # a calibrated homography (a 2 px shift) for a 160x128 thermal and a 160x128 RGB camera
             "-p", "registration.mode:=homography",
             "-p", "registration.homography:=[1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]",
             "-p", f"registration.thermal_width:={W}", "-p", f"registration.thermal_height:={H}",
+            "-p", f"registration.rgb_width:={W}", "-p", f"registration.rgb_height:={H}",
             "-p", "diagnostics.no_output_timeout:=1.0",
             "-p", "nms_iou:=abc",  # dropped by rcl (a string over the params file's double): the node says so
             "-p", "diagnostics.silent_timeout:=3.0",
@@ -281,22 +283,29 @@ def _peak_rss_kb(proc: NodeProcess) -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1))
 
 
-def test_thermal_resolution_change_is_rejected_not_fused_with_the_old_homography(hostile, client):
-    """Fault 6: the homography is calibrated for 160x128; a 320x256 thermal frame is rejected with a
-    clear reason (and, when it is all that arrives, /diagnostics names it as why nothing is published)."""
+@pytest.mark.parametrize("camera", ["thermal", "rgb"])
+def test_a_camera_resolution_change_is_rejected_not_fused_with_the_old_homography(hostile, client, camera):
+    """Issue 13 fault 6 (thermal) and issue 21 item 2 (RGB): the homography is calibrated for a 160x128
+    thermal and a 160x128 RGB image; a 320x256 frame of either camera is rejected with a clear reason (and,
+    when it is all that arrives, /diagnostics names it as why nothing is published)."""
     proc, feed = hostile
     start = time.monotonic()
     sent = set()
-    big = np.full((2 * H, 2 * W), 29000, np.uint16)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
-        sent.add(feed.send(thermal_png=_png16(big)))
-    status = _wait_values(client, "thermal input", lambda v, s: int(v.get("rejected.thermal_size", 0)) >= 5)
-    assert "320x256 (WxH) but registration (homography) is calibrated for 160x128" in _diag_values(status)["last_error"]
+        if camera == "thermal":
+            sent.add(feed.send(thermal_png=_png16(np.full((2 * H, 2 * W), 29000, np.uint16))))
+        else:
+            sent.add(feed.send(rgb=np.zeros((2 * H, 2 * W, 3), np.uint8)))
+    reason = f"{camera}_size"
+    status = _wait_values(client, f"{camera} input", lambda v, s: int(v.get(f"rejected.{reason}", 0)) >= 5,
+                          since=start)
+    assert (f"{camera} image is 320x256 (WxH) but registration (homography) is calibrated for 160x128"
+            in _diag_values(status)["last_error"]), _diag_values(status)
     assert not {stamp_ns(m.header) for m in client.outputs_since("fused", start)} & sent
     sync = client.wait_status(_status("synchronizer"), lambda s: s.level == WARN, 8.0, since=start)
-    assert sync is not None and sync.level == WARN and "thermal thermal_size" in sync.message, sync
-    assert "rejected [thermal_size]" in proc.log()
+    assert sync is not None and sync.level == WARN and f"{camera} {reason}" in sync.message, sync
+    assert f"rejected [{reason}]" in proc.log()
     assert feed.good_pairs(client), proc.log()[-3000:]
 
 

@@ -208,6 +208,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "0 or [1, 65535]", _in_range(0, 65535)),
     ParamSpec("registration.thermal_height", 0, "height (pixels) of the calibrated thermal image (see "
               "registration.thermal_width)", "0 or [1, 65535]", _in_range(0, 65535)),
+    ParamSpec("registration.rgb_width", 0, "width (pixels) of the RGB image the registration was calibrated "
+              "for; required (> 0) for homography and planar (the homography maps onto that pixel grid), optional "
+              "for identity (0: any). An RGB image of another size is rejected [rgb_size]", "0 or [1, 65535]",
+              _in_range(0, 65535)),
+    ParamSpec("registration.rgb_height", 0, "height (pixels) of the calibrated RGB image (see "
+              "registration.rgb_width)", "0 or [1, 65535]", _in_range(0, 65535)),
     ParamSpec("registration.border", "constant", "RGB pixels outside the thermal view: constant (0) or "
               "replicate (edge pixels)", "constant|replicate", _one_of(BORDERS)),
     ParamSpec("registration.max_aspect_mismatch", 0.02, "identity mode: largest relative difference of the "
@@ -335,10 +341,10 @@ class NodeConfig:
         h, w = self.values["input_height"], self.values["input_width"]
         return (h, w) if h and w else None
 
-    @property
-    def thermal_size(self) -> tuple[int, int] | None:
-        """(width, height) of the thermal image the registration is calibrated for, or None (any size)."""
-        w, h = self.values["registration.thermal_width"], self.values["registration.thermal_height"]
+    def calibrated_size(self, camera: str) -> tuple[int, int] | None:
+        """(width, height) of the ``camera`` ('thermal' or 'rgb') image the registration is calibrated for, or
+        None (any size)."""
+        w, h = self.values[f"registration.{camera}_width"], self.values[f"registration.{camera}_height"]
         return (w, h) if w and h else None
 
     @property
@@ -404,15 +410,18 @@ def validate_params(raw: dict) -> NodeConfig:
             registration = Registration.from_config(registration_config(values))
         except ValueError as exc:
             problems.append(f"registration.{values['registration.mode']}: {exc}")
-    if not any(p.startswith(("registration.thermal_", "registration.mode")) for p in problems):
-        tw, th = values["registration.thermal_width"], values["registration.thermal_height"]
-        if (tw == 0) != (th == 0):
-            problems.append(f"registration.thermal_width/thermal_height: set both or neither, got {tw}x{th}")
-        elif tw == 0 and values["registration.mode"] != "identity":
+    mode = values["registration.mode"]
+    for camera in ("thermal", "rgb"):  # a homography maps one thermal pixel grid onto one RGB pixel grid
+        names = f"registration.{camera}_width/{camera}_height"
+        if any(p.startswith((f"registration.{camera}_", "registration.mode")) for p in problems):
+            continue
+        w, h = values[f"registration.{camera}_width"], values[f"registration.{camera}_height"]
+        if (w == 0) != (h == 0):
+            problems.append(f"{names}: set both or neither, got {w}x{h}")
+        elif w == 0 and mode != "identity":
             problems.append(
-                f"registration.thermal_width/thermal_height: registration.mode {values['registration.mode']} "
-                "maps thermal pixels, so it holds for one thermal resolution only: set the width and height of "
-                "the thermal image it was calibrated for")
+                f"{names}: registration.mode {mode} maps thermal pixels onto RGB pixels, so it holds for one "
+                f"{camera} resolution only: set the width and height of the {camera} image it was calibrated for")
     if problems:
         raise ParamError(problems)
     return NodeConfig(values, registration)
