@@ -18,7 +18,9 @@ block split (``block_split``; the same options give the same pairs as the traine
 
 Every pair goes through the engine as the node runs it (``create_engine`` + ``Engine.infer``: the same
 pre-processing, network and NMS); IR and visible images are read as they are on disk (8-bit counts, or
-16-bit with the model's thermal range; registered pairs, no warp).
+16-bit with the model's thermal range; registered pairs, no warp). A pair the node would reject (IR and
+visible aspect ratios further apart than its registration.max_aspect_mismatch) or an unreadable image is
+counted as failed, named in metrics.json and in a warning, and not scored.
 
 Scoring: detections are kept down to ``--score-threshold`` (0.05, as the trainer's validation) for COCO
 mAP@0.5 and @0.5:0.95 (fusion_ros.metrics.evaluate_detections, at most the node's max_detections per
@@ -227,13 +229,14 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
         raise PairsEvalError(f"cannot load the engine: {exc}") from None
     try:
-        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections)
+        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections,
+                         node["registration.max_aspect_mismatch"])
     finally:
         engine.close()
 
 
 def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, default_threshold: float,
-              max_detections: int) -> dict:
+              max_detections: int, max_aspect_mismatch: float) -> dict:
     from . import node_core as core
     from .classes import load_classes
     from .engine import Detections, InputError
@@ -299,6 +302,12 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
             ir, rgb = load_pair_images(pair)
         except ValueError as exc:
             failed[pair.name] = str(exc)
+            continue
+        # registered pairs are only resized onto each other (the node's identity registration): a pair the
+        # node would reject as unregistrable is counted as failed, not scored stretched
+        reason = core.check_pair_geometry(ir.shape[:2], rgb.shape[:2], True, max_aspect_mismatch)
+        if reason:
+            failed[pair.name] = f"the node would reject this pair: {reason}"
             continue
         t1 = time.perf_counter()
         try:

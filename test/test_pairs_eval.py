@@ -7,6 +7,7 @@ operating-point / mAP arithmetic on hand-made detections.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -154,6 +155,24 @@ def test_errors(folder, tmp_path, capsys):
         pairs_eval.build_parser().parse_args([str(folder), "--subset", "day"])
     with pytest.raises(SystemExit):
         pairs_eval.build_parser().parse_args([str(folder), "--input-size", "128"])
+
+
+def test_a_pair_the_node_would_reject_is_counted_not_scored(folder, tmp_path):
+    """Issue 21 item 3: a visible image of another aspect ratio than its thermal (320x200 beside 160x128) was
+    scored silently (stretched, `warnings: []`) where the node rejects the pair as unregistrable."""
+    bad = tmp_path / "data"
+    for d in ("ir", "vi", "labels"):
+        shutil.copytree(folder / d, bad / d)
+    vi = cv2.imread(str(bad / "vi" / "00003D.png"))
+    cv2.imwrite(str(bad / "vi" / "00003D.png"), cv2.resize(vi, (320, 200)))
+    out = tmp_path / "out"
+    assert pairs_eval.main([str(bad), "--backend", "torch", "--input-size", f"{H}x{W}", "--threads", "1",
+                            "--samples", "0", "--fusion-samples", "0", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pairs"]["failed"] == 1 and m["pairs"]["failed_names"] == ["00003D"]
+    assert m["pairs"]["evaluated"] == len(NAMES) - 1
+    assert any("00003D: the node would reject this pair: thermal 160x128 and RGB 320x200 (WxH) differ in aspect "
+               "ratio" in w for w in m["warnings"]), m["warnings"]
 
 
 def test_operating_point_and_map_on_known_detections():
