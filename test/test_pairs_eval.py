@@ -175,6 +175,30 @@ def test_a_pair_the_node_would_reject_is_counted_not_scored(folder, tmp_path):
                "ratio" in w for w in m["warnings"]), m["warnings"]
 
 
+def test_an_unreadable_image_is_reported_without_decoder_lines_on_stderr(folder, tmp_path, capfd):
+    """Issue 21 item 4: OpenCV's and libpng's own lines (`[ERROR:0@4.594] global grfmt_png.cpp ...`, `libpng
+    error: Read Error`) reached stderr for an unreadable image; they belong in the pair's failure reason, as
+    the node routes them into its message."""
+    broken = tmp_path / "data"
+    for d in ("ir", "vi", "labels"):
+        shutil.copytree(folder / d, broken / d)
+    png = broken / "vi" / "00002N.png"
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])  # a copy cut off half-way (libpng: Read Error)
+    out = tmp_path / "out"
+    capfd.readouterr()
+    assert pairs_eval.main([str(broken), "--backend", "torch", "--input-size", f"{H}x{W}", "--threads", "1",
+                            "--samples", "0", "--fusion-samples", "0", "--out", str(out), "--quiet"]) == 0
+    err = capfd.readouterr().err
+    stray = [line for line in err.splitlines() if line.lower().startswith(("libpng", "[error:", "[ warn:"))]
+    assert not stray, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pairs"]["failed_names"] == ["00002N"] and m["pairs"]["evaluated"] == len(NAMES) - 1
+    reason = next(w for w in m["warnings"] if "could not be evaluated" in w)
+    assert f"00002N: visible image: cannot decode {png}: " in reason, reason
+    assert "png" in reason.split(f"{png}: ", 1)[1].lower(), reason  # the decoder's own words
+    assert "could not be evaluated" in err  # the CLI's own warning line says it
+
+
 def test_operating_point_and_map_on_known_detections():
     names = ("person", "car")
     gt = [(np.array([[0, 0, 10, 10], [20, 20, 40, 40]], float), np.array([0, 1])),
