@@ -277,6 +277,18 @@ def test_a_cli_parameter_dropped_by_rcl_is_reported(hostile):
     assert "-p nms_iou:='abc' was dropped by rcl" in proc.log()
 
 
+def test_a_run_time_parameter_of_the_wrong_type_is_logged_naming_it(hostile, client):
+    """Issue 21 item 6: `score_threshold` set to 'abc' at run time got only rclpy's "Wrong parameter type,
+    expected '3' got '4'" back, and no node log line named the parameter or the types."""
+    proc, _ = hostile
+    before = client.get_parameter(NODE, "score_threshold")
+    result = client.set_parameter(NODE, "score_threshold", "abc")
+    assert not result.successful, result
+    assert proc.wait_log("rejected parameter change: score_threshold must be of type double, got string 'abc'",
+                         5.0), proc.log()[-2000:]
+    assert client.get_parameter(NODE, "score_threshold") == before
+
+
 def _peak_rss_kb(proc: NodeProcess) -> int:
     """VmHWM of the node (the ROS wheels' bootstrapper may re-exec it: read the process that runs)."""
     text = Path(f"/proc/{proc.proc.pid}/status").read_text()

@@ -191,15 +191,23 @@ class FusionNode(LifecycleNode):
         return {spec.name: self.get_parameter(spec.name).value for spec in core.PARAMS}
 
     def _coerce_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
-        """Pre-set hook: an integer for a double parameter (``score_threshold:=1``) becomes a double."""
+        """Pre-set hook: an integer for a double parameter (``score_threshold:=1``) becomes a double; a value of
+        another type is left for rclpy to reject (its reason, "Wrong parameter type, expected '3' got '4'",
+        names neither), so the node logs one that names the parameter and both types."""
         out = []
         for param in parameters:
             spec = core.PARAM_SPECS.get(param.name)
-            if spec is not None and spec.kind in ("double", "double_array"):
+            if spec is not None and param.type_ != Parameter.Type.NOT_SET:
                 try:
-                    param = Parameter(param.name, value=core.coerce(spec, param.value))
+                    value = core.coerce(spec, param.value)
                 except TypeError:
-                    pass  # left as is: rclpy rejects the wrong type with its own reason
+                    expected = Parameter.Type(_ROS_TYPES[spec.kind]).name.lower()
+                    self.get_logger().warning(
+                        f"rejected parameter change: {param.name} must be of type {expected}, got "
+                        f"{param.type_.name.lower()} {param.value!r}")
+                else:
+                    if spec.kind in ("double", "double_array"):
+                        param = Parameter(param.name, value=value)
             out.append(param)
         return out
 
