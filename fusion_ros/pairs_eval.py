@@ -293,10 +293,10 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     samples: list[dict] = []
     fusion_rows: list[dict] = []
 
-    from tqdm import tqdm
+    from .progress import progress
 
     started = time.perf_counter()
-    for index, pair in enumerate(tqdm(pairs, desc=f"eval {root.name}", unit="pair", disable=not opts.progress)):
+    for index, pair in enumerate(progress(pairs, desc=f"eval {root.name}", unit="pair", disable=not opts.progress)):
         t0 = time.perf_counter()
         try:
             ir, rgb = load_pair_images(pair)

@@ -524,7 +524,7 @@ def _add_blob(R, cx, cy, sigma, colour):
 def write_dataset(out_dir, count: int, seed: int, height: int = 512, width: int = 640, condition: str | None = None,
                   classes=None, progress: bool = True) -> Path:
     """Write ``count`` samples (names ``syn_{seed}_{index:06d}``) in the dataset_layout format; returns the root."""
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     from .dataset_layout import write_meta, write_sample
 
@@ -535,7 +535,7 @@ def write_dataset(out_dir, count: int, seed: int, height: int = 512, width: int 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     conditions = {}
-    for i in tqdm(range(count), desc=f"synthetic {gen.width}x{gen.height}", unit="pair", disable=not progress):
+    for i in progress_bar(range(count), desc=f"synthetic {gen.width}x{gen.height}", unit="pair", disable=not progress):
         sample = gen.generate(i, condition)
         write_sample(root, sample, gen.classes.detection.names)
         conditions[sample.name] = sample.condition

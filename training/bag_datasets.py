@@ -355,7 +355,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
     import os
     import shutil
 
-    from tqdm import tqdm
+    from fusion_ros.progress import progress
 
     from fusion_ros.bag.pairing import PairStreamStats, SyncedPair, synced_pairs
     from fusion_ros.bag.reader import (DETECTION2D_ARRAY, IMAGE, IMAGE_TYPES, BagError, BagReader,
@@ -395,7 +395,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
         last_kept, stop_log = None, None
         start_ns = reader.start_ns
         total = sum(reader.topics[t].count for t in {topics["thermal"], topics["rgb"], gt_det, gt_seg} if t)
-        bar = tqdm(total=total, desc=f"cache {bag.name}", unit="msg", disable=not s["progress"])
+        bar = progress(total=total, desc=f"cache {bag.name}", unit="msg", disable=not s["progress"])
         try:
             stream = synced_pairs(reader, s["node_cfg"], topics["thermal"], topics["rgb"], s["thermal_range"],
                                   [t for t in (gt_det, gt_seg) if t], stats)

@@ -35,7 +35,6 @@ import torch.distributed as dist
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.classes import load_classes
@@ -44,6 +43,7 @@ from fusion_ros.image_conversions import THERMAL_RANGE_CENTIKELVIN
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_ros.postprocess import PostprocessConfig, decode_detections, segmentation_mask
+from fusion_ros.progress import progress, write as progress_write
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.channel_steps import fold, scale_conv_weights
@@ -399,7 +399,7 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> None:
         total = self.warmup_steps + self.sched.steps
         log_file = open(self.out / "log.jsonl", "a") if self.main_process else None
-        bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.main_process)
+        bar = progress(total=total, initial=self.step, desc="train", unit="step", disable=not self.main_process)
         done_now = 0
         self.model.train()
         with prefetched(self.training_batches(self.step, total)) as batches:
@@ -474,7 +474,7 @@ class Trainer:
         result = self.evaluate(self.val_set)
         with open(self.out / "val.jsonl", "a") as f:
             f.write(json.dumps(result, default=_json_nan) + "\n")
-        tqdm.write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
+        progress_write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
         self.last_val = result
         return result
 

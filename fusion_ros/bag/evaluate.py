@@ -360,12 +360,12 @@ class BagEvaluator:
         self.fusion_rows: list[dict] = []
 
         # ----------------------------------------------------------------------------- the stream
-        from tqdm import tqdm
+        from ..progress import progress
 
         stats = PairStreamStats()
         stream = synced_pairs(reader, cfg, opts.thermal_topic, opts.rgb_topic, engine.info.thermal_range, gt_topics,
                               stats, self.warn)
-        bar = tqdm(total=sum(reader.topics[t].count for t in (opts.thermal_topic, opts.rgb_topic, *gt_topics)),
+        bar = progress(total=sum(reader.topics[t].count for t in (opts.thermal_topic, opts.rgb_topic, *gt_topics)),
                    desc=f"eval {Path(opts.bag).name}", unit="msg", disable=not opts.progress)
         read_error = None
         gt_read = 0
