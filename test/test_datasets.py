@@ -12,7 +12,8 @@ import torch
 from fusion_ros.classes import load_classes
 from fusion_ros.dataset_layout import write_meta, write_voc_xml
 from training.data import build_dataset, collate
-from training.datasets import DatasetLayoutError, build_real_dataset, split_of
+from training.datasets import build_real_dataset, split_of
+from training.records import DatasetLayoutError
 
 REPO = Path(__file__).resolve().parents[1]
 ROADSCENE = REPO.parent / "shared" / "data" / "ivf_samples" / "RoadScene"

@@ -67,8 +67,8 @@ import numpy as np
 
 from fusion_ros.classes import ClassConfig
 from fusion_ros.dataset_layout import read_voc_xml
-from training.datasets import (DatasetLayoutError, ReadOptions, RealPairs, Record, dataset_classes, resize_mode,
-                               split_fractions)
+from training.datasets import ReadOptions, RealPairs, dataset_classes, resize_mode, split_fractions
+from training.records import DatasetLayoutError, Record
 from training.samples import NO_LABEL
 
 BAG_CACHE_FORMAT = "fusion_ros.bag_cache/1"
