@@ -34,7 +34,8 @@ Outputs in --out (default ./pairs_eval):
                  per stage (read, engine.pre/infer/post from the Perception timings, engine, total), mAP
                  overall and per class, the operating point, the same per subset, fusion metrics (mean
                  over a sample of pairs), warnings
-  report.md      the numbers plus samples.png (IR | RGB with labels | fused | detections | segmentation),
+  report.md      the numbers plus samples.png (IR | RGB with labels | fused | detections | segmentation, the
+                 last only for a segmentation head trained on labels: fusion_ros.segmentation_labels),
                  pr_curve.png and latency.png
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import segmentation_labels as seg_labels
 from .labelled_pairs import (
     LabelledPairsError,
     block_split,
@@ -243,6 +245,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
 
     det_names = tuple(engine.det_classes)
     seg_names = tuple(engine.seg_classes)
+    segmentation_trained = seg_labels.trained(engine.info.segmentation_labels)  # else no panel, no mask computed
     try:
         folder = read_labelled_pairs(
             root, det_names, labels=opts.labels, variant=opts.variant, class_map=opts.class_map,
@@ -311,7 +314,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
             continue
         t1 = time.perf_counter()
         try:
-            result = engine.infer(ir, rgb)
+            result = engine.infer(ir, rgb, segmentation=segmentation_trained)
         except InputError as exc:
             failed[pair.name] = f"engine input: {exc}"
             continue
@@ -347,7 +350,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
                 "ir": ir_view, "rgb": _draw_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), pair.boxes, pair.labels,
                                                   det_names),
                 "fused": fused_bgr, "detections": core.render_detections(fused_bgr, shown, det_names, det_colors),
-                "segmentation": core.colorize_mask(result.segmentation, seg_colors)})
+                "segmentation": None if result.segmentation is None else core.colorize_mask(result.segmentation,
+                                                                                             seg_colors)})
     wall_s = time.perf_counter() - started
     if failed:
         first = next(iter(failed.items()))
@@ -389,6 +393,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         },
         "model": {"path": str(model_path), "backend": engine.backend, "input_size": list(engine.input_size),
                   "det_classes": list(det_names), "seg_classes": list(seg_names),
+                  "segmentation_labels": engine.info.segmentation_labels,
                   "fallback": list(getattr(engine, "fallback_reasons", []))},
         "config": {"score_threshold_map": opts.score_threshold, "default_score_threshold": default_threshold,
                    "nms_iou": engine.postprocess_config.nms_iou, "max_detections": max_detections},
@@ -412,7 +417,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
 
     pictures = {}
     if samples:
-        pictures["samples"] = report_mod.save_sample_grid(samples, out / "samples.png", columns=SAMPLE_COLUMNS)
+        pictures["samples"] = report_mod.save_sample_grid(
+            samples, out / "samples.png", columns=report_mod.sample_columns(segmentation_trained, SAMPLE_COLUMNS))
     if report is not None:
         from .metrics import plot_pr_curves
 
@@ -445,7 +451,9 @@ def write_report(metrics: dict, path: str | Path) -> Path:
              + f"; {m['pairs']['labelled_objects']} labelled objects; {m['pairs']['failed']} failed",
              f"- model: `{m['model']['path']}` on **{m['model']['backend']}**, network input "
              f"{m['model']['input_size'][1]}x{m['model']['input_size'][0]} (WxH), classes "
-             f"{', '.join(m['model']['det_classes'])}",
+             f"{', '.join(m['model']['det_classes'])}"
+             + ("" if seg_labels.trained(m["model"]["segmentation_labels"])
+                else f"; segmentation not shown: {seg_labels.not_shown_reason(m['model']['segmentation_labels'])}"),
              f"- scoring: detections down to score {m['config']['score_threshold_map']} for mAP (at most "
              f"{m['config']['max_detections']} per image, NMS IoU {m['config']['nms_iou']}); operating point at the "
              f"node's threshold {m['config']['default_score_threshold']}", ""]

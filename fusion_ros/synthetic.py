@@ -43,6 +43,7 @@ from .classes import ClassConfig, load_classes
 from .synthetic_layout import sample_layout
 from .synthetic_objects import DRAW, PART_IDS, Canvas, DrawnObject, SceneLook, fill_polygon, object_appearance
 
+GENERATOR = "fusion_ros.synthetic"  # meta.json's "generator" of the datasets written here
 CONDITIONS = ("day", "night", "fog", "glare")
 OBJECT_KINDS = ("person", "car", "bicycle", "animal", "traffic_sign", "lamp")
 STUFF_CLASSES = ("road", "lane_marking", "sky")
@@ -540,7 +541,7 @@ def write_dataset(out_dir, count: int, seed: int, height: int = 512, width: int 
         write_sample(root, sample, gen.classes.detection.names)
         conditions[sample.name] = sample.condition
     write_meta(root, {
-        "generator": "fusion_ros.synthetic",
+        "generator": GENERATOR,
         "seed": gen.seed,
         "height": gen.height,
         "width": gen.width,

@@ -161,6 +161,24 @@ def test_registration_is_bound_to_the_calibrated_camera_sizes(camera):
     assert core.validate_params({}).calibrated_size(camera) is None
 
 
+def test_segmentation_topics_need_a_head_trained_on_real_labels():
+    """Issue 21 item 8: publish_segmentation:=true published the bundled model's untrained segmentation output.
+    Only a head trained on real camera labels publishes unless the override is set."""
+    off = core.validate_params({})
+    assert all(core.segmentation_publish_problem(off, labels) is None for labels in ("real", "none", "unknown"))
+    mask = core.validate_params({"publish_segmentation": True})
+    assert core.segmentation_publish_problem(mask, "real") is None
+    for labels, why in (("none", "was trained on no segmentation labels"), ("unknown", "does not record what"),
+                        ("synthetic", "was trained on generated scenes only")):
+        problem = core.segmentation_publish_problem(mask, labels)
+        assert problem.startswith(f"publish_segmentation: the model's segmentation head {why}"), problem
+        assert f"(segmentation_labels: {labels})" in problem and "allow_segmentation_without_real_labels" in problem
+    colour = core.validate_params({"publish_segmentation_color": True})
+    assert core.segmentation_publish_problem(colour, "none").startswith("publish_segmentation_color: ")
+    allowed = core.validate_params({"publish_segmentation": True, "allow_segmentation_without_real_labels": True})
+    assert core.segmentation_publish_problem(allowed, "none") is None
+
+
 def test_cli_parameters_dropped_by_rcl_are_found():
     """Issue 13 item 8: `-p score_threshold:=abc` over a params file is dropped silently by rcl."""
     argv = ["fusion_node", "--ros-args", "--params-file", "f.yaml", "-p", "score_threshold:=abc", "-p",

@@ -46,7 +46,7 @@ NODE = f"{NS}/{NAME}"
 STREAM_NS, STREAM_NAME = "/streaming", "fusion_streaming"
 MODELS_NS, MODELS_NAME = "/models", "fusion_models"  # lifecycle node: the tests configure it
 MODELS_NODE = f"{MODELS_NS}/{MODELS_NAME}"
-WARN, OK = b"\x01", b"\x00"
+WARN, OK, ERROR = b"\x01", b"\x00", b"\x02"
 
 
 def _skew_seconds(text: str) -> float | None:
@@ -412,6 +412,30 @@ def test_a_truncated_onnx_file_is_a_loud_fallback_not_a_silent_one(models_node, 
         assert skipped and all(line.startswith("[WARN]") for line in skipped), skipped  # node lines, not bare
     finally:
         assert client.lifecycle(MODELS_NODE, "cleanup")
+
+
+def test_publishing_an_untrained_segmentation_head_needs_the_override(models_node, client):
+    """Issue 21 item 8: publish_segmentation:=true published the output of a head that never saw a label.
+    Configure now fails naming why (the model file says what the head was trained on) and the node stays
+    unconfigured; allow_segmentation_without_real_labels:=true publishes it, with a warning."""
+    for name, value in (("publish_segmentation", True), ("allow_segmentation_without_real_labels", False)):
+        assert client.set_parameter(MODELS_NODE, name, value).successful
+    try:
+        since = time.monotonic()
+        assert not client.lifecycle(MODELS_NODE, "configure")
+        assert client.state(MODELS_NODE) == "unconfigured"
+        status = client.wait_status(f"{MODELS_NODE}: engine", lambda s: s.level == ERROR, 10.0, since)
+        assert status.level == ERROR and "configure failed: publish_segmentation: the model's segmentation head was "\
+            "trained on no segmentation labels" in status.message, status.message
+        assert "allow_segmentation_without_real_labels" in status.message
+        assert client.set_parameter(MODELS_NODE, "allow_segmentation_without_real_labels", True).successful
+        assert client.lifecycle(MODELS_NODE, "configure"), models_node.log()[-3000:]
+        assert re.search(r"^\[WARN\] .*publishing segmentation from a head that was trained on no segmentation "
+                         r"labels", models_node.log(), re.M)
+        assert client.lifecycle(MODELS_NODE, "cleanup")
+    finally:
+        for name in ("publish_segmentation", "allow_segmentation_without_real_labels"):
+            client.set_parameter(MODELS_NODE, name, False)
 
 
 def _raw_sender(client: Client, ns: str):

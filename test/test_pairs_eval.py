@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fusion_ros import pairs_eval
-from fusion_ros.checkpoint import DEFAULT_MODEL
+from fusion_ros.checkpoint import DEFAULT_MODEL, SYNTHETIC_MODEL
 from fusion_ros.synthetic import SceneGenerator
 
 H, W = 128, 160
@@ -69,10 +69,11 @@ def test_outputs_written(torch_run):
     report = (out / "report.md").read_text()
     for needle in ("# Labelled-pairs evaluation: data", "![samples](samples.png)", "![PR curves](pr_curve.png)",
                    "![latency](latency.png)", "mAP@0.5", "| day (`D$`) | 3 |", "| night (`N$`) | 2 |",
-                   "| engine.infer |", "## Fusion quality"):
+                   "| engine.infer |", "## Fusion quality", "segmentation not shown: the model's segmentation head "):
         assert needle in report, needle
+    # issue 21 item 8: the bundled model's head never saw a segmentation label: no panel of its noise
     grid = cv2.imread(str(out / "samples.png"))
-    assert grid is not None and grid.shape[1] == 5 * W and grid.shape[0] == 24 + 3 * H  # 3 samples x 5 columns
+    assert grid is not None and grid.shape[1] == 4 * W and grid.shape[0] == 24 + 3 * H  # 3 samples x 4 columns
 
 
 def test_metrics_sane(torch_run, folder):
@@ -107,6 +108,22 @@ def test_metrics_sane(torch_run, folder):
     assert m["latency_ms"]["engine"]["p50"] <= m["latency_ms"]["total"]["p50"]
     assert m["fusion_metrics"]["frames"] == 2 and "SSIM" in m["fusion_metrics"]["mean"]
     assert m["pictures"] == {"samples": "samples.png", "pr_curve": "pr_curve.png", "latency": "latency.png"}
+    assert m["model"]["segmentation_labels"] in ("none", "unknown")
+
+
+def test_a_head_trained_on_labels_gets_its_panel(folder, tmp_path):
+    """The synthetic-scene model's head learnt from the generator's labels; on generated scenes its masks
+    are drawn beside the detections."""
+    if not SYNTHETIC_MODEL.is_file():
+        pytest.skip(f"{SYNTHETIC_MODEL} is absent")
+    out = tmp_path / "out"
+    assert pairs_eval.main([str(folder), "--model", str(SYNTHETIC_MODEL), "--backend", "torch", "--input-size",
+                            f"{H}x{W}", "--threads", "1", "--samples", "2", "--fusion-samples", "0", "--out",
+                            str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"]["segmentation_labels"] == "synthetic"
+    assert "segmentation not shown" not in (out / "report.md").read_text()
+    assert cv2.imread(str(out / "samples.png")).shape[1] == 5 * W  # ... | detections | segmentation
 
 
 def test_onnxruntime_split_and_limit(folder, tmp_path):

@@ -12,6 +12,7 @@ import shutil
 import pytest
 import yaml
 
+from fusion_ros.checkpoint import load_model
 from fusion_ros.engine import resolve_artifacts
 from fusion_ros.engine.sidecar import sha256_file, sidecar_path
 from test_labelled_pairs import yolo_folder
@@ -49,3 +50,14 @@ def test_shipped_files_name_each_other_relative_to_their_folder(shipped, tmp_pat
     assert model["path"] == "tiny.onnx" and model["sha256"] == sha256_file(dest / "tiny.onnx")
     copied = shutil.copytree(dest, tmp_path / "elsewhere")
     assert resolve_artifacts(copied / "tiny.onnx") == {"onnxruntime": copied / "tiny.onnx", "torch": copied / "tiny.pt"}
+
+
+def test_a_box_only_run_ships_a_segmentation_head_marked_untrained(shipped):
+    """Issue 21 item 8: the shipped files say the head never saw a segmentation label, so the node refuses
+    to publish it and the card says so."""
+    dest, _ = shipped
+    assert load_model(dest / "tiny.pt")[1].segmentation_labels == "none"
+    assert json.loads(sidecar_path(dest / "tiny.onnx").read_text())["segmentation_labels"] == "none"
+    card = " ".join((dest / "tiny.md").read_text().split())
+    assert ("its head was trained on no segmentation labels: its masks are noise (`segmentation_labels: none` in the "
+            "model files). The node refuses to publish its masks") in card

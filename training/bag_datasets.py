@@ -67,6 +67,7 @@ import numpy as np
 
 from fusion_ros.classes import ClassConfig
 from fusion_ros.dataset_layout import read_voc_xml
+from fusion_ros.segmentation_labels import NONE, REAL, SYNTHETIC, checked, combined
 from training.datasets import ReadOptions, RealPairs, dataset_classes, resize_mode, split_fractions
 from training.records import DatasetLayoutError, Record
 from training.samples import NO_LABEL
@@ -377,6 +378,10 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
         seg_src = "gt" if gt_seg else ("pseudo" if s["pseudo"] else "none")
         seg_lut, seg_how = _bag_seg_lut(reader, s)
         labeler = _PseudoLabeler(s["pseudo"], s) if "pseudo" in (det_src, seg_src) else None
+        # what the cache's masks are (fusion_ros.segmentation_labels): a bag fusion-make-sample-bag generated
+        # holds generated labels; pseudo-labels are what the labelling model's head had learnt
+        seg_labels = {"gt": SYNTHETIC if "fusion_ros.sample" in reader.custom_data else REAL, "none": NONE,
+                      "pseudo": labeler.engine.info.segmentation_labels if labeler else NONE}[seg_src]
         tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         for d in (IR_DIR, VI_DIR, LABEL_DIR, MASK_DIR):
@@ -515,6 +520,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
             "format": BAG_CACHE_FORMAT, "key": key, "key_fields": fields, "bag": str(bag.resolve()),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "labels": {"detections": det_src, "segmentation": seg_src},
+            "segmentation_labels": seg_labels,
             "gt_topics": {"detections": gt_det, "segmentation": gt_seg},
             "segmentation_gt": seg_how if gt_seg else None,
             "pseudo": None if labeler is None else {
@@ -612,6 +618,11 @@ class BagPairs(RealPairs):
                  any_masks: bool):
         super().__init__(records, opts, "bag", root)
         self.caches, self.any_masks = caches, any_masks
+
+    @property
+    def segmentation_labels(self) -> str:
+        """What the caches' masks are, together (caches written before the record: unknown)."""
+        return combined(checked(cache.info.get("segmentation_labels"), str(cache.folder)) for cache in self.caches)
 
     def __getitem__(self, index: int) -> dict:
         sample = super().__getitem__(index)

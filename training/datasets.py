@@ -70,6 +70,8 @@ from fusion_ros.classes import ClassConfig, load_classes
 from fusion_ros.dataset_layout import read_voc_xml
 from fusion_ros.labelled_pairs import IMAGE_SUFFIXES, find_subdir, image_files
 from fusion_ros.paths import config_path
+from fusion_ros.segmentation_labels import NONE, REAL, SYNTHETIC
+from fusion_ros.synthetic import GENERATOR
 from training.labelled_folders import pairs_records  # kind: pairs
 from training.records import DatasetLayoutError, Record
 from training.samples import NO_LABEL, to_sample
@@ -472,6 +474,20 @@ class RealPairs(Dataset):
 
     def __init__(self, records: list[Record], opts: ReadOptions, kind: str, root: Path):
         self.records, self.opts, self.kind, self.root = records, opts, kind, root
+
+    @property
+    def segmentation_labels(self) -> str:
+        """What this split's masks are (fusion_ros.segmentation_labels): none without masks, synthetic for a
+        layout folder the scene generator wrote (its meta.json says so), real otherwise."""
+        if not any(r.mask is not None for r in self.records):
+            return NONE
+        meta_root = next((d for d in (self.root, self.root / "train") if (d / "meta.json").is_file()), None)
+        if self.kind == "layout" and meta_root is not None:
+            from fusion_ros.dataset_layout import read_meta
+
+            if read_meta(meta_root).get("generator") == GENERATOR:
+                return SYNTHETIC
+        return REAL
 
     def __len__(self) -> int:
         return len(self.records)

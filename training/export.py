@@ -259,6 +259,7 @@ def export_onnx(
         "thermal_range": list(meta.thermal_range),
         "det_classes": list(meta.det_classes),
         "seg_classes": list(meta.seg_classes),
+        "segmentation_labels": meta.segmentation_labels,
         "model_version": str(info.get("version") or info.get("model_version") or f"sha256:{model_sha[:12]}"),
         "model_config": model.cfg.to_dict(),
         "source_model": {"file": relative_path(model_path, out_path.parent), "sha256": model_sha},

@@ -70,6 +70,7 @@ class ModelInfo:
     fixed_batch: int | None = None  # batch size baked into a fixed-shape graph
     model_version: str = ""
     source: str = ""  # the file it came from
+    segmentation_labels: str = "unknown"  # what the segmentation head learnt from (fusion_ros.segmentation_labels)
 
 
 # --------------------------------------------------------------------------------------------- result

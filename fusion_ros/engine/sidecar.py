@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from ..segmentation_labels import checked
 from .base import INPUT_NAMES, OUTPUT_NAMES, ModelFileError, ModelInfo, SidecarError
 
 ONNX_FORMAT = "fusion_ros.onnx/1"
@@ -125,6 +126,7 @@ def model_info_from_sidecar(data: dict, source: str | Path) -> ModelInfo:
             fixed_batch=fixed_batch,
             model_version=str(data.get("model_version", "")),
             source=str(source),
+            segmentation_labels=checked(data.get("segmentation_labels"), str(sidecar_path(source))),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise SidecarError(f"sidecar {sidecar_path(source)} is malformed ({exc}); re-export") from None

@@ -52,6 +52,7 @@ class TorchEngine(Engine):
             dynamic=True,
             model_version=str((meta.info or {}).get("version", "")),
             source=str(path),
+            segmentation_labels=meta.segmentation_labels,
         )
         super().__init__(info, **options)
         self.device = torch.device(device)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..image_conversions import DEFAULT_MAX_PIXELS
 from ..postprocess import POSTPROCESS_LIMITS, PostprocessConfig, postprocess_problem
+from .. import segmentation_labels as seg_labels
 from ..registration import Registration
 from ..topics import RGB_TOPIC, THERMAL_TOPIC
 
@@ -224,9 +225,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               "has an empty one", check=_frame_id),
     ParamSpec("publish_fused", True, "publish fused/image (bgr8)"),
     ParamSpec("publish_detections", True, "publish detections (vision_msgs/Detection2DArray)"),
-    ParamSpec("publish_segmentation", False, "publish segmentation/mask (mono8 class ids); off by default: the "
-              "bundled model's segmentation output has never seen a real label"),
-    ParamSpec("publish_segmentation_color", False, "publish segmentation/color (bgr8 class colours)"),
+    ParamSpec("publish_segmentation", False, "publish segmentation/mask (mono8 class ids); needs a model whose "
+              "segmentation head was trained on real camera labels (its model file says), else configure fails "
+              "(see allow_segmentation_without_real_labels); the bundled model's never saw a real label"),
+    ParamSpec("publish_segmentation_color", False, "publish segmentation/color (bgr8 class colours); same condition"),
+    ParamSpec("allow_segmentation_without_real_labels", False, "publish the segmentation topics from a head not "
+              "trained on real camera labels (generated scenes only, no labels, or not recorded) anyway, with a "
+              "warning; false: configure fails instead"),
     ParamSpec("publish_detection_image", False, "publish detections/image (bgr8 fused image with boxes)"),
     # diagnostics
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages", "[0.05, 60]",
@@ -437,6 +442,17 @@ def check_runtime_update(name: str, value, configured: bool) -> tuple[Any, str |
         return value, (f"{name} is read when the node is configured; deactivate and clean up the node, set "
                        f"it, then configure again (runtime-updatable: {', '.join(DYNAMIC_PARAMS)})")
     return value, None
+
+
+def segmentation_publish_problem(cfg: NodeConfig, labels: str) -> str | None:
+    """Why the configured segmentation topics may not be published from a head trained on ``labels`` (the
+    model's segmentation_labels), or None: only a head trained on real camera labels publishes by default."""
+    topics = [name for name in ("publish_segmentation", "publish_segmentation_color") if cfg[name]]
+    if not topics or labels == seg_labels.REAL or cfg["allow_segmentation_without_real_labels"]:
+        return None
+    return (f"{' and '.join(topics)}: the model's segmentation head {seg_labels.DESCRIPTIONS[labels]} "
+            f"(segmentation_labels: {labels}); publish no segmentation, use a model trained on real segmentation "
+            "labels, or set allow_segmentation_without_real_labels: true to publish it anyway")
 
 
 def engine_options(cfg: NodeConfig) -> dict:

@@ -44,6 +44,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from .. import node_core as core
+from .. import segmentation_labels as seg_labels
 from .. import topics
 from ..image_conversions import ImageConversionError
 from ..sync import ApproximateTimeSynchronizer
@@ -277,6 +278,16 @@ class FusionNode(LifecycleNode):
         except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
             self._fail_configure(f"cannot load the engine: {exc}")
             return TransitionCallbackReturn.FAILURE
+        labels = engine.info.segmentation_labels
+        problem = core.segmentation_publish_problem(cfg, labels)
+        if problem:
+            engine.close()
+            self._fail_configure(problem)
+            return TransitionCallbackReturn.FAILURE
+        if labels != seg_labels.REAL and (cfg["publish_segmentation"] or cfg["publish_segmentation_color"]):
+            self.get_logger().warning(
+                f"publishing segmentation from a head that {seg_labels.DESCRIPTIONS[labels]} "
+                "(allow_segmentation_without_real_labels: true)")
 
         self._engine = engine
         self._cfg = cfg
