@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,6 +28,7 @@ from fusion_ros.checkpoint import load_model  # noqa: E402
 from fusion_ros.labelled_pairs import subsets as match_subsets  # noqa: E402
 from fusion_ros.pairs_eval import detection_metrics  # noqa: E402
 from fusion_ros.postprocess import PostprocessConfig, decode_detections  # noqa: E402
+from fusion_ros.progress import progress  # noqa: E402
 from training.train import Trainer, load_config, scoring_config  # noqa: E402
 
 SUBSETS = {"day": "D$", "night": "N$"}
@@ -42,7 +42,7 @@ def predict(trainer: Trainer, score_threshold: float = 0.05) -> tuple[list[str],
     trainer.model.eval()
     config = PostprocessConfig(score_threshold=score_threshold)  # the node's NMS, scores down to the mAP floor
     names, preds, gts = [], [], []
-    for i in tqdm(range(len(trainer.val_set)), desc=trainer.fusion_mode, leave=False):
+    for i in progress(range(len(trainer.val_set)), desc=trainer.fusion_mode, leave=False):
         s = trainer.val_set[i]
         fused, _ = trainer.fuse(s["thermal"][None], s["rgb"][None])
         cls_logits, box_ltrb, centerness, _ = trainer.model.perceive(fused)

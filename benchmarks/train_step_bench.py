@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fusion_ros.progress import progress  # noqa: E402
 from training.data import prefetched  # noqa: E402
 from training.train import Trainer, load_config  # noqa: E402
 
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             streams[w] = loaders.enter_context(prefetched(trainer.training_batches(0, args.rounds * len(KINDS))))
         seconds = {w: {kind: [] for kind in KINDS} for w in settings}
         waits = {w: [] for w in settings}
-        for r in tqdm(range(args.rounds), desc="rounds"):
+        for r in progress(range(args.rounds), desc="rounds"):
             for j in range(len(settings)):
                 w = settings[(r + j) % len(settings)]
                 for i in range(len(KINDS)):

@@ -7,6 +7,8 @@ A model file is a torch.save'd dict:
     det_classes / seg_classes: class names (in head output order)
     input_size: [height, width] the model was trained for / exports at by default
     thermal_range: [low, high] 16-bit counts mapped to 0..1 (see image_conversions.thermal_to_float)
+    segmentation_labels: what the segmentation head was trained on (fusion_ros.segmentation_labels; files
+        without it read as "unknown")
     info: free-form provenance (training config, metrics, date)
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from .image_conversions import THERMAL_RANGE_CENTIKELVIN
 from .model import FusedPerceptionNet, ModelConfig
 from .paths import DEFAULT_MODEL, PACKAGE_ROOT
+from .segmentation_labels import NONE, UNKNOWN, checked
 
 FORMAT = "fusion_ros.model/1"
 # the synthetic-scene model (the generator's six classes): for the tests and benchmarks on generated scenes
@@ -32,6 +35,7 @@ class ModelMeta:
     input_size: tuple[int, int] = (512, 640)
     thermal_range: tuple[float, float] = THERMAL_RANGE_CENTIKELVIN
     info: dict = field(default_factory=dict)
+    segmentation_labels: str = UNKNOWN  # real | synthetic | none | unknown (fusion_ros.segmentation_labels)
 
 
 def save_model(path: str | Path, model: FusedPerceptionNet, meta: ModelMeta) -> None:
@@ -46,6 +50,7 @@ def save_model(path: str | Path, model: FusedPerceptionNet, meta: ModelMeta) -> 
         "seg_classes": list(meta.seg_classes),
         "input_size": list(meta.input_size),
         "thermal_range": list(meta.thermal_range),
+        "segmentation_labels": checked(meta.segmentation_labels, str(path)),
         "info": meta.info,
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -71,6 +76,7 @@ def load_model(path: str | Path | None = None, device: str = "cpu") -> tuple[Fus
         input_size=tuple(payload["input_size"]),
         thermal_range=tuple(payload["thermal_range"]),
         info=payload.get("info", {}),
+        segmentation_labels=checked(payload.get("segmentation_labels"), str(path)),
     )
     if len(meta.det_classes) != cfg.num_det_classes or len(meta.seg_classes) != cfg.num_seg_classes:
         raise ValueError(f"{path}: class lists do not match the model's heads")
@@ -92,6 +98,6 @@ def save_untrained_model(path: str | Path, input_size: tuple[int, int] = (512, 6
     torch.manual_seed(seed)
     classes = load_classes()
     meta = ModelMeta(list(classes.detection.names), list(classes.segmentation.names), input_size=tuple(input_size),
-                     info={"version": "untrained (random weights)"})
+                     info={"version": "untrained (random weights)"}, segmentation_labels=NONE)
     save_model(path, FusedPerceptionNet(ModelConfig()), meta)
     return Path(path)

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -343,6 +344,26 @@ def _imdecode_quietly(buf: np.ndarray):
         except OSError:
             pass
     return image, [line.strip() for line in ours if line.strip()]
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """``cv2.imread(path, IMREAD_UNCHANGED)``, with what libpng / libjpeg / OpenCV say about bad data in the
+    ValueError (which names the file) instead of on the process's stderr."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data.size:
+        raise ValueError(f"cannot decode {path}: the file is empty")
+    try:
+        image, complaints = _imdecode_quietly(data)
+    except cv2.error as exc:
+        raise ValueError(f"cannot decode {path}: {exc}") from None
+    if image is None:
+        why = "; ".join(complaints) or "not an image format OpenCV reads"
+        raise ValueError(f"cannot decode {path}: {why}")
+    return image
 
 
 def compressed_to_array(format: str, data, max_pixels: int | None = None) -> tuple[np.ndarray, str]:  # noqa: A002

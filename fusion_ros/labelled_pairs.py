@@ -59,6 +59,7 @@ import cv2
 import numpy as np
 
 from .dataset_layout import clip_box, parse_voc_xml
+from .image_conversions import read_image_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LABEL_FORMATS = ("yolo", "voc", "coco")
@@ -211,20 +212,24 @@ def _jpeg_size(f) -> tuple[int, int] | None:
         f.seek(seg - 2, 1)
 
 
+def _read_image(path: Path, what: str) -> np.ndarray:
+    try:
+        return read_image_file(path)
+    except ValueError as exc:
+        raise ValueError(f"{what} image: {exc}") from None
+
+
 def load_pair_images(pair: LabelledPair) -> tuple[np.ndarray, np.ndarray]:
     """(ir, rgb) as the engine takes them: IR H x W uint8 or uint16 (3/4-channel grey files reduced to one
-    channel), visible H x W x 3 uint8 RGB (grey expanded). ValueError naming the file when unreadable."""
-    ir = cv2.imread(str(pair.ir_path), cv2.IMREAD_UNCHANGED)
-    if ir is None:
-        raise ValueError(f"cannot read infrared image {pair.ir_path}")
+    channel), visible H x W x 3 uint8 RGB (grey expanded). ValueError naming the file and what the decoder
+    said when unreadable (nothing reaches stderr)."""
+    ir = _read_image(pair.ir_path, "infrared")
     if ir.ndim == 3:
         ir = ir[..., 0] if ir.shape[2] == 1 else cv2.cvtColor(
             ir, cv2.COLOR_BGRA2GRAY if ir.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if ir.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{pair.ir_path}: infrared image must be 8- or 16-bit, got {ir.dtype}")
-    vi = cv2.imread(str(pair.vi_path), cv2.IMREAD_UNCHANGED)
-    if vi is None:
-        raise ValueError(f"cannot read visible image {pair.vi_path}")
+    vi = _read_image(pair.vi_path, "visible")
     if vi.dtype != np.uint8:
         raise ValueError(f"{pair.vi_path}: visible image must be 8-bit, got {vi.dtype}")
     if vi.ndim == 2 or vi.shape[2] == 1:

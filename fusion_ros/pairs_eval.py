@@ -18,7 +18,9 @@ block split (``block_split``; the same options give the same pairs as the traine
 
 Every pair goes through the engine as the node runs it (``create_engine`` + ``Engine.infer``: the same
 pre-processing, network and NMS); IR and visible images are read as they are on disk (8-bit counts, or
-16-bit with the model's thermal range; registered pairs, no warp).
+16-bit with the model's thermal range; registered pairs, no warp). A pair the node would reject (IR and
+visible aspect ratios further apart than its registration.max_aspect_mismatch) or an unreadable image is
+counted as failed, named in metrics.json and in a warning, and not scored.
 
 Scoring: detections are kept down to ``--score-threshold`` (0.05, as the trainer's validation) for COCO
 mAP@0.5 and @0.5:0.95 (fusion_ros.metrics.evaluate_detections, at most the node's max_detections per
@@ -32,7 +34,8 @@ Outputs in --out (default ./pairs_eval):
                  per stage (read, engine.pre/infer/post from the Perception timings, engine, total), mAP
                  overall and per class, the operating point, the same per subset, fusion metrics (mean
                  over a sample of pairs), warnings
-  report.md      the numbers plus samples.png (IR | RGB with labels | fused | detections | segmentation),
+  report.md      the numbers plus samples.png (IR | RGB with labels | fused | detections | segmentation, the
+                 last only for a segmentation head trained on labels: fusion_ros.segmentation_labels),
                  pr_curve.png and latency.png
 """
 from __future__ import annotations
@@ -47,6 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import segmentation_labels as seg_labels
 from .labelled_pairs import (
     LabelledPairsError,
     block_split,
@@ -227,19 +231,21 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
         raise PairsEvalError(f"cannot load the engine: {exc}") from None
     try:
-        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections)
+        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections,
+                         node["registration.max_aspect_mismatch"])
     finally:
         engine.close()
 
 
 def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, default_threshold: float,
-              max_detections: int) -> dict:
+              max_detections: int, max_aspect_mismatch: float) -> dict:
     from . import node_core as core
     from .classes import load_classes
     from .engine import Detections, InputError
 
     det_names = tuple(engine.det_classes)
     seg_names = tuple(engine.seg_classes)
+    segmentation_trained = seg_labels.trained(engine.info.segmentation_labels)  # else no panel, no mask computed
     try:
         folder = read_labelled_pairs(
             root, det_names, labels=opts.labels, variant=opts.variant, class_map=opts.class_map,
@@ -290,19 +296,25 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     samples: list[dict] = []
     fusion_rows: list[dict] = []
 
-    from tqdm import tqdm
+    from .progress import progress
 
     started = time.perf_counter()
-    for index, pair in enumerate(tqdm(pairs, desc=f"eval {root.name}", unit="pair", disable=not opts.progress)):
+    for index, pair in enumerate(progress(pairs, desc=f"eval {root.name}", unit="pair", disable=not opts.progress)):
         t0 = time.perf_counter()
         try:
             ir, rgb = load_pair_images(pair)
         except ValueError as exc:
             failed[pair.name] = str(exc)
             continue
+        # registered pairs are only resized onto each other (the node's identity registration): a pair the
+        # node would reject as unregistrable is counted as failed, not scored stretched
+        reason = core.check_pair_geometry(ir.shape[:2], rgb.shape[:2], True, max_aspect_mismatch)
+        if reason:
+            failed[pair.name] = f"the node would reject this pair: {reason}"
+            continue
         t1 = time.perf_counter()
         try:
-            result = engine.infer(ir, rgb)
+            result = engine.infer(ir, rgb, segmentation=segmentation_trained)
         except InputError as exc:
             failed[pair.name] = f"engine input: {exc}"
             continue
@@ -338,7 +350,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
                 "ir": ir_view, "rgb": _draw_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), pair.boxes, pair.labels,
                                                   det_names),
                 "fused": fused_bgr, "detections": core.render_detections(fused_bgr, shown, det_names, det_colors),
-                "segmentation": core.colorize_mask(result.segmentation, seg_colors)})
+                "segmentation": None if result.segmentation is None else core.colorize_mask(result.segmentation,
+                                                                                             seg_colors)})
     wall_s = time.perf_counter() - started
     if failed:
         first = next(iter(failed.items()))
@@ -380,6 +393,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         },
         "model": {"path": str(model_path), "backend": engine.backend, "input_size": list(engine.input_size),
                   "det_classes": list(det_names), "seg_classes": list(seg_names),
+                  "segmentation_labels": engine.info.segmentation_labels,
                   "fallback": list(getattr(engine, "fallback_reasons", []))},
         "config": {"score_threshold_map": opts.score_threshold, "default_score_threshold": default_threshold,
                    "nms_iou": engine.postprocess_config.nms_iou, "max_detections": max_detections},
@@ -403,7 +417,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
 
     pictures = {}
     if samples:
-        pictures["samples"] = report_mod.save_sample_grid(samples, out / "samples.png", columns=SAMPLE_COLUMNS)
+        pictures["samples"] = report_mod.save_sample_grid(
+            samples, out / "samples.png", columns=report_mod.sample_columns(segmentation_trained, SAMPLE_COLUMNS))
     if report is not None:
         from .metrics import plot_pr_curves
 
@@ -436,7 +451,9 @@ def write_report(metrics: dict, path: str | Path) -> Path:
              + f"; {m['pairs']['labelled_objects']} labelled objects; {m['pairs']['failed']} failed",
              f"- model: `{m['model']['path']}` on **{m['model']['backend']}**, network input "
              f"{m['model']['input_size'][1]}x{m['model']['input_size'][0]} (WxH), classes "
-             f"{', '.join(m['model']['det_classes'])}",
+             f"{', '.join(m['model']['det_classes'])}"
+             + ("" if seg_labels.trained(m["model"]["segmentation_labels"])
+                else f"; segmentation not shown: {seg_labels.not_shown_reason(m['model']['segmentation_labels'])}"),
              f"- scoring: detections down to score {m['config']['score_threshold_map']} for mAP (at most "
              f"{m['config']['max_detections']} per image, NMS IoU {m['config']['nms_iou']}); operating point at the "
              f"node's threshold {m['config']['default_score_threshold']}", ""]

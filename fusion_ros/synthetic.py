@@ -43,6 +43,7 @@ from .classes import ClassConfig, load_classes
 from .synthetic_layout import sample_layout
 from .synthetic_objects import DRAW, PART_IDS, Canvas, DrawnObject, SceneLook, fill_polygon, object_appearance
 
+GENERATOR = "fusion_ros.synthetic"  # meta.json's "generator" of the datasets written here
 CONDITIONS = ("day", "night", "fog", "glare")
 OBJECT_KINDS = ("person", "car", "bicycle", "animal", "traffic_sign", "lamp")
 STUFF_CLASSES = ("road", "lane_marking", "sky")
@@ -524,7 +525,7 @@ def _add_blob(R, cx, cy, sigma, colour):
 def write_dataset(out_dir, count: int, seed: int, height: int = 512, width: int = 640, condition: str | None = None,
                   classes=None, progress: bool = True) -> Path:
     """Write ``count`` samples (names ``syn_{seed}_{index:06d}``) in the dataset_layout format; returns the root."""
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
     from .dataset_layout import write_meta, write_sample
 
@@ -535,12 +536,12 @@ def write_dataset(out_dir, count: int, seed: int, height: int = 512, width: int 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     conditions = {}
-    for i in tqdm(range(count), desc=f"synthetic {gen.width}x{gen.height}", unit="pair", disable=not progress):
+    for i in progress_bar(range(count), desc=f"synthetic {gen.width}x{gen.height}", unit="pair", disable=not progress):
         sample = gen.generate(i, condition)
         write_sample(root, sample, gen.classes.detection.names)
         conditions[sample.name] = sample.condition
     write_meta(root, {
-        "generator": "fusion_ros.synthetic",
+        "generator": GENERATOR,
         "seed": gen.seed,
         "height": gen.height,
         "width": gen.width,

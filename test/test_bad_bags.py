@@ -137,6 +137,20 @@ def test_mcap_cut_off_mid_recording_is_recovered_up_to_its_last_complete_chunk(g
         assert not list(out.glob(".recovered_*")), "the recovered copy is removed after the evaluation"
 
 
+@pytest.mark.parametrize("allow_truncated", [False, True])
+def test_random_bytes_named_mcap_is_no_recording_and_the_error_says_so(tmp_path, model, allow_truncated):
+    """Issue 21 item 5: `fusion-eval-bag --allow-truncated` on a file of random bytes said "File magic is
+    invalid" and still advised adding --allow-truncated. Recovery needs a recording's start: without the
+    mcap magic there is nothing to recover, and the error says that instead."""
+    noise = tmp_path / "noise.mcap"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 64 * 1024, dtype=np.uint8).tobytes())
+    with pytest.raises(BagError) as info:
+        evaluate(noise, tmp_path / "o", model, allow_truncated=allow_truncated)
+    text = str(info.value)
+    assert "noise.mcap does not begin with the mcap magic: it is not an mcap recording" in text, text
+    assert "pass --allow-truncated" not in text and "with `fusion-eval-bag --allow-truncated`" not in text, text
+
+
 def test_corrupt_part_way(good, tmp_path, model):
     """Storage that breaks in the middle: an error by default; with allow_truncated the frames read
     before the damage are evaluated and the report says where reading stopped."""

@@ -12,7 +12,8 @@ import torch
 from fusion_ros.classes import load_classes
 from fusion_ros.dataset_layout import write_meta, write_voc_xml
 from training.data import build_dataset, collate
-from training.datasets import DatasetLayoutError, build_real_dataset, split_of
+from training.datasets import build_real_dataset, split_of
+from training.records import DatasetLayoutError
 
 REPO = Path(__file__).resolve().parents[1]
 ROADSCENE = REPO.parent / "shared" / "data" / "ivf_samples" / "RoadScene"
@@ -334,6 +335,7 @@ def test_layout_kind_reads_the_canonical_layout(tmp_path):
         cfg["split_salt"] += "x"
     sets = load_all(cfg)
     check_disjoint_cover(sets, names)
+    assert {ds.segmentation_labels for ds in sets.values()} == {"synthetic"}  # meta.json: the scene generator's
     s = sets["val"][0]
     check_sample(s, 64, 80, mask=True)
     assert s["thermal"].std() > 0  # 16-bit centikelvin through thermal_range
@@ -356,6 +358,7 @@ def test_layout_with_split_folders_and_optional_labels(tmp_path):
     ds = sets["train"].base if "a" in names_of(sets["train"]) else sets["heldout"].base
     s = ds[names_of(ds).index("a")]
     assert s["labels"].tolist() == [1] and s["mask"] is None  # 'car' in the package's classes.yaml
+    assert ds.segmentation_labels == "none"  # no masks/
     expected = (30000 - TR[0]) / (TR[1] - TR[0])
     assert abs(float(s["thermal"][0, -1, 0]) - expected) < 1e-4
     (root / "val").rename(root / "other")
@@ -434,6 +437,8 @@ def test_trainer_steps_on_real_layouts(tmp_path, kind, workers):
                      "checkpoint_every": 100, "loader_workers": workers},
     }
     trainer = Trainer(cfg, tmp_path / "run")
+    # what the model file will record its segmentation head learnt from (issue 21 item 8)
+    assert trainer.segmentation_labels() == {"m3fd": "none", "msrs": "real"}[kind]
     trainer.fit(stop_after=3)  # stops before the final validation
     assert [r["phase"] for r in trainer.history] == ["warmup", "bilevel", "lower"]
     assert all(np.isfinite(v) for r in trainer.history for k, v in r.items() if k in ("fuse", "f_semantic"))

@@ -23,9 +23,11 @@ from fusion_ros.engine import (
     Perception,
     SidecarError,
     create_engine,
+    resolve_artifacts,
 )
 from fusion_ros.engine.sidecar import read_sidecar, sha256_file, sidecar_path, write_sidecar
 from fusion_ros.model import FusedPerceptionNet
+from fusion_ros.paths import DEFAULT_MODEL
 from fusion_ros.postprocess import Detections, PostprocessConfig
 from fusion_ros.preprocess import Preprocessor, fused_to_image, scale_boxes
 from fusion_ros.registration import Registration
@@ -394,6 +396,46 @@ def test_onnxruntime_engine_runs_without_importing_torch():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend"] == "onnxruntime-cpu" and out["fused"] == [512, 640, 3]
     assert out["torch"] == [], f"torch was imported: {out['torch'][:5]}"
+
+
+def test_a_copied_export_finds_its_model_file_on_any_machine(artifacts, tmp_path):
+    """Issue 21 item 1: the sidecar names its source model relative to itself, not by the exporting
+    machine's absolute path, so a copied folder (a vehicle, another checkout) resolves the copy beside it."""
+    data = json.loads(sidecar_path(artifacts["onnx"]).read_text())
+    assert data["source_model"]["file"] == "model.pt"
+    moved = tmp_path / "vehicle"
+    moved.mkdir()
+    for name in ("model.pt", "model.onnx", "model.onnx.json"):
+        (moved / name).write_bytes((artifacts["root"] / name).read_bytes())
+    assert resolve_artifacts(moved / "model.onnx")["torch"] == moved / "model.pt"
+    assert create_engine(moved / "model.onnx", backend="torch").info.source == str(moved / "model.pt")
+    # exported into another folder: the path leads back from there
+    elsewhere = export_onnx(artifacts["pt"], tmp_path / "exports" / "m.onnx", exporter="torchscript")
+    recorded = elsewhere.sidecar["source_model"]["file"]
+    assert not Path(recorded).is_absolute() and recorded.startswith("../")
+    assert resolve_artifacts(elsewhere.onnx_path)["torch"].resolve() == artifacts["pt"].resolve()
+
+
+def test_the_shipped_model_files_hold_no_machine_paths():
+    """Issue 21 item 1: the bundled sidecar and metrics were written with the building machine's absolute
+    paths, which point nowhere on any other machine (or at another checkout's files)."""
+    def strings(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+        elif isinstance(node, str):
+            yield node
+
+    onnx = DEFAULT_MODEL.with_suffix(".onnx")
+    for path in (sidecar_path(onnx), DEFAULT_MODEL.with_suffix(".metrics.json")):
+        absolute = [text for text in strings(json.loads(path.read_text())) if text.startswith(("/", "~"))]
+        assert not absolute, f"{path.name} holds machine paths: {absolute}"
+    assert resolve_artifacts(onnx)["torch"] == DEFAULT_MODEL
+    metrics_model = json.loads(DEFAULT_MODEL.with_suffix(".metrics.json").read_text())["validation_real_pairs"]["model"]
+    assert metrics_model["path"] == onnx.name and metrics_model["sha256"] == sha256_file(onnx)
 
 
 def test_sidecar_describes_the_export(artifacts):

@@ -89,6 +89,7 @@ def test_sidecar_contents(dynamic_export, model_path):
     assert data["thermal_range"] == [27000.0, 33000.0] == data["normalisation"]["thermal_range"]
     assert data["model_version"] == "test-1"
     assert data["source_model"]["sha256"] == sha256_file(model_path)
+    assert data["segmentation_labels"] == "unknown"  # the model file records none (a bare ModelMeta)
     assert data["dynamic"] is True and data["input_size"] == [H, W]
     inputs = {entry["name"]: entry for entry in data["inputs"]}
     assert inputs["thermal"]["shape"] == ["batch", 1, "height", "width"]
@@ -98,6 +99,26 @@ def test_sidecar_contents(dynamic_export, model_path):
     assert set(OUTPUT_NAMES) <= set(data["output_layout"])
     assert set(data["parity"]["max_abs_diff"]) == set(OUTPUT_NAMES) and data["parity"]["tolerance"] == 1e-3
     assert data["model_config"]["num_det_classes"] == len(DET)
+
+
+def test_what_the_segmentation_head_learnt_from_travels_with_the_model(tmp_path):
+    """Issue 21 item 8: the model file and the ONNX sidecar say what the segmentation head was trained on, the
+    engines read it; files written before the record read as unknown."""
+    from fusion_ros.engine import create_engine
+
+    path = tmp_path / "labelled.pt"
+    save_model(path, FusedPerceptionNet(), ModelMeta(DET, SEG, input_size=(H, W), segmentation_labels="real"))
+    assert load_model(path)[1].segmentation_labels == "real"
+    onnx_path = export_onnx(path, exporter="torchscript").onnx_path
+    assert json.loads(sidecar_path(onnx_path).read_text())["segmentation_labels"] == "real"
+    for backend in ("onnxruntime", "torch"):
+        assert create_engine(onnx_path, backend=backend).info.segmentation_labels == "real"
+    payload = torch.load(path, weights_only=True)
+    del payload["segmentation_labels"]  # as written before the record existed
+    torch.save(payload, path)
+    assert load_model(path)[1].segmentation_labels == "unknown"
+    with pytest.raises(ValueError, match="segmentation_labels must be one of real, synthetic, none, unknown"):
+        save_model(path, FusedPerceptionNet(), ModelMeta(DET, SEG, segmentation_labels="yes"))
 
 
 def test_cli_fixed_export(model_path, tmp_path, capsys):

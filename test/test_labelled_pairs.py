@@ -352,7 +352,7 @@ def class_file(tmp_path: Path) -> Path:
 
 def test_training_kind_pairs(tmp_path):
     from training.data import build_dataset
-    from training.datasets import DatasetLayoutError
+    from training.records import DatasetLayoutError
 
     names = [f"{i:05d}{'D' if i % 2 else 'N'}" for i in range(24)]
     root = yolo_folder(tmp_path / "data", names=names)

@@ -115,33 +115,68 @@ def test_all_problems_are_listed_at_once():
     assert len(info.value.problems) == 3
 
 
-def test_registration_is_bound_to_the_calibrated_thermal_size():
-    """Issue 13 fault 6: a homography is calibrated for one thermal resolution; another size is rejected."""
+CALIBRATED_640 = {"registration.thermal_width": 320, "registration.thermal_height": 256,
+                  "registration.rgb_width": 640, "registration.rgb_height": 512}
+# per camera: its calibrated (height, width) in CALIBRATED_640, and a resolution it may be switched to
+CAMERA_SIZES = {"thermal": ((256, 320), (512, 640)), "rgb": ((512, 640), (1024, 1280))}
+
+
+def _camera_frame(camera: str, hw: tuple[int, int], stamp: int) -> core.Frame:
+    if camera == "thermal":
+        return core.Frame(np.full(hw, 29000, np.uint16), "mono16", "t", stamp, 0.0)
+    return core.Frame(np.zeros((*hw, 3), np.uint8), "bgr8", "c", stamp, 0.0)
+
+
+@pytest.mark.parametrize("camera", ["thermal", "rgb"])
+def test_registration_is_bound_to_the_calibrated_camera_sizes(camera):
+    """A homography maps one thermal pixel grid onto one RGB pixel grid: a frame of another size from either
+    camera is rejected. Issue 13 fault 6 (thermal); issue 21 item 2: an RGB camera switched from 640x512 to
+    1280x1024 kept being fused with the homography calibrated for 640x512, without a word."""
     h = [2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0]  # 320x256 thermal -> 640x512 RGB
-    with pytest.raises(core.ParamError, match="holds for one thermal resolution only"):
-        core.validate_params({"registration.mode": "homography", "registration.homography": h})
-    with pytest.raises(core.ParamError, match="set both or neither"):
-        core.validate_params({"registration.thermal_width": 320})
-    cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h,
-                                "registration.thermal_width": 320, "registration.thermal_height": 256})
-    rgb = core.Frame(np.zeros((512, 640, 3), np.uint8), "bgr8", "c", 1, 0.0)
-    ok = core.Frame(np.full((256, 320), 29000, np.uint16), "mono16", "t", 1, 0.0)
-    thermal_unit, rgb8 = core.prepare_pair(cfg, None, ok, rgb)
+    other = {k: v for k, v in CALIBRATED_640.items() if not k.startswith(f"registration.{camera}_")}
+    with pytest.raises(core.ParamError, match=f"holds for one {camera} resolution only"):
+        core.validate_params({"registration.mode": "homography", "registration.homography": h, **other})
+    with pytest.raises(core.ParamError, match=f"registration.{camera}_width/{camera}_height: set both or neither"):
+        core.validate_params({f"registration.{camera}_width": 320})
+    cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h, **CALIBRATED_640})
+    frames = {name: _camera_frame(name, CAMERA_SIZES[name][0], 1) for name in ("thermal", "rgb")}
+    thermal_unit, rgb8 = core.prepare_pair(cfg, None, frames["thermal"], frames["rgb"])
     assert thermal_unit.shape == (256, 320) and rgb8.shape == (512, 640, 3)
     # the node's own path keeps the camera frame as it came; the engine reorders it at the network size
-    thermal_node, color, encoding = core.prepare_inputs(cfg, None, ok, rgb)
-    assert color is rgb.array and encoding == "bgr8"
+    thermal_node, color, encoding = core.prepare_inputs(cfg, None, frames["thermal"], frames["rgb"])
+    assert color is frames["rgb"].array and encoding == "bgr8"
     np.testing.assert_array_equal(thermal_node, thermal_unit)
-    switched = core.Frame(np.full((512, 640), 29000, np.uint16), "mono16", "t", 2, 0.0)
+    (height, width), (switched_h, switched_w) = CAMERA_SIZES[camera]
+    frames[camera] = _camera_frame(camera, (switched_h, switched_w), 2)
     with pytest.raises(core.PairRejected) as info:
-        core.prepare_pair(cfg, None, switched, rgb)
-    assert info.value.reason == "thermal_size" and info.value.index == core.THERMAL_INDEX
-    assert "640x512 (WxH) but registration (homography) is calibrated for 320x256" in info.value.message
+        core.prepare_inputs(cfg, None, frames["thermal"], frames["rgb"])
+    assert info.value.reason == f"{camera}_size"
+    assert info.value.index == (core.THERMAL_INDEX if camera == "thermal" else core.RGB_INDEX)
+    assert (f"{camera} image is {switched_w}x{switched_h} (WxH) but registration (homography) is calibrated for "
+            f"{width}x{height}") in info.value.message
     # identity may be bound too (optional)
-    bound = core.validate_params({"registration.thermal_width": 320, "registration.thermal_height": 256})
-    with pytest.raises(core.PairRejected, match="calibrated for 320x256"):
-        core.prepare_pair(bound, None, switched, rgb)
-    assert core.validate_params({}).thermal_size is None
+    bound = core.validate_params({f"registration.{camera}_width": width, f"registration.{camera}_height": height})
+    with pytest.raises(core.PairRejected, match=f"calibrated for {width}x{height}"):
+        core.prepare_pair(bound, None, frames["thermal"], frames["rgb"])
+    assert core.validate_params({}).calibrated_size(camera) is None
+
+
+def test_segmentation_topics_need_a_head_trained_on_real_labels():
+    """Issue 21 item 8: publish_segmentation:=true published the bundled model's untrained segmentation output.
+    Only a head trained on real camera labels publishes unless the override is set."""
+    off = core.validate_params({})
+    assert all(core.segmentation_publish_problem(off, labels) is None for labels in ("real", "none", "unknown"))
+    mask = core.validate_params({"publish_segmentation": True})
+    assert core.segmentation_publish_problem(mask, "real") is None
+    for labels, why in (("none", "was trained on no segmentation labels"), ("unknown", "does not record what"),
+                        ("synthetic", "was trained on generated scenes only")):
+        problem = core.segmentation_publish_problem(mask, labels)
+        assert problem.startswith(f"publish_segmentation: the model's segmentation head {why}"), problem
+        assert f"(segmentation_labels: {labels})" in problem and "allow_segmentation_without_real_labels" in problem
+    colour = core.validate_params({"publish_segmentation_color": True})
+    assert core.segmentation_publish_problem(colour, "none").startswith("publish_segmentation_color: ")
+    allowed = core.validate_params({"publish_segmentation": True, "allow_segmentation_without_real_labels": True})
+    assert core.segmentation_publish_problem(allowed, "none") is None
 
 
 def test_cli_parameters_dropped_by_rcl_are_found():
@@ -166,14 +201,16 @@ def test_integers_are_accepted_for_doubles_but_nothing_else_is_converted():
 def test_registration_modes_build_the_homography():
     h = [1.0, 0.0, 12.0, 0.0, 1.0, -4.0, 0.0, 0.0, 1.0]
     cfg = core.validate_params({"registration.mode": "homography", "registration.homography": h,
-                                "registration.thermal_width": 640, "registration.thermal_height": 512})
-    assert not cfg.registration.is_identity and cfg.thermal_size == (640, 512)
+                                "registration.thermal_width": 640, "registration.thermal_height": 512,
+                                "registration.rgb_width": 640, "registration.rgb_height": 512})
+    assert not cfg.registration.is_identity and cfg.calibrated_size("thermal") == (640, 512)
     np.testing.assert_allclose(cfg.registration.homography, np.array(h).reshape(3, 3))
     k = [500.0, 0.0, 320.0, 0.0, 500.0, 256.0, 0.0, 0.0, 1.0]
     planar = core.validate_params({"registration.mode": "planar", "registration.intrinsics_ir": k,
                                    "registration.intrinsics_rgb": k, "registration.translation": [0.1, 0.0, 0.0],
                                    "registration.plane_distance": 20.0,
-                                   "registration.thermal_width": 640, "registration.thermal_height": 512})
+                                   "registration.thermal_width": 640, "registration.thermal_height": 512,
+                                   "registration.rgb_width": 640, "registration.rgb_height": 512})
     # a 10 cm baseline at 20 m and f = 500 px: a 2.5 px horizontal shift
     np.testing.assert_allclose(planar.registration.homography[0, 2], 2.5, atol=1e-9)
     # identity keeps the border setting
@@ -415,6 +452,12 @@ def test_engine_status_levels():
     assert dict(core.engine_status("/n", monitor, "", 3, 3.0, "active").values)["failures"] == "3"
     failed = core.engine_status("/n", core.EngineMonitor(), "", 3, 0.0, "unconfigured", "invalid parameters: x")
     assert failed.level == core.ERROR and failed.message == "configure failed: invalid parameters: x"
+    # issue 21 item 1: an engine that auto put on a fallback backend runs, but not what was deployed: WARN
+    skipped = ["onnxruntime: model.onnx does not match its sidecar"]
+    fallback = core.engine_status("/n", monitor, "torch-cpu", 3, 3.0, "active", model="/m/model.pt", fallback=skipped)
+    assert fallback.level == core.WARN and fallback.message.startswith("fallback torch-cpu (skipped onnxruntime: ")
+    assert dict(fallback.values)["model"] == "/m/model.pt" and dict(fallback.values)["fallback"] == skipped[0]
+    assert core.engine_status("/n", monitor, "torch-cpu", 3, 3.0, "inactive", fallback=skipped).level == core.WARN
 
 
 def test_sync_status_reports_skew_and_drops():

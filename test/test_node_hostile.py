@@ -1,7 +1,8 @@
-"""The faults a hostile test of the running node found (issue 13), each reproduced on a real node process
-on real rclpy / Fast DDS: oversized images, a thermal camera switching resolution under a calibrated
+"""The faults a hostile test of the running node found (issues 13 and 21), each reproduced on a real node
+process on real rclpy / Fast DDS: oversized images, a thermal camera switching resolution under a calibrated
 homography, inputs that arrive but never pair, stamp jumps from two clocks on one topic, undecodable PNGs,
-and signals while streaming and during shutdown.
+signals while streaming and during shutdown, and (a lifecycle node, configured by the tests) a corrupt
+ONNX file beside its model.
 
 Run with the vision_msgs workspace sourced:
     bash scripts/with_ros_env.sh .venv/bin/python -m pytest -q test/test_node_hostile.py
@@ -43,7 +44,9 @@ NS = "/hostile"
 NAME = "fusion_hostile"
 NODE = f"{NS}/{NAME}"
 STREAM_NS, STREAM_NAME = "/streaming", "fusion_streaming"
-WARN, OK = b"\x01", b"\x00"
+MODELS_NS, MODELS_NAME = "/models", "fusion_models"  # lifecycle node: the tests configure it
+MODELS_NODE = f"{MODELS_NS}/{MODELS_NAME}"
+WARN, OK, ERROR = b"\x01", b"\x00", b"\x02"
 
 
 def _skew_seconds(text: str) -> float | None:
@@ -122,13 +125,14 @@ class Feed:
         return self.t
 
     def send(self, thermal_stamp: int | None = None, rgb_stamp: int | None = None, thermal_png: bytes | None = None,
-             rgb_msg=None, gap: float = 0.07) -> int:
+             rgb_msg=None, rgb: np.ndarray | None = None, gap: float = 0.07) -> int:
         stamp = self.next_stamp()
         t_stamp = stamp if thermal_stamp is None else thermal_stamp
         c_stamp = stamp if rgb_stamp is None else rgb_stamp
         png = thermal_png if thermal_png is not None else _png16(thermal_frame(self.rng))
         self.thermal.publish(_compressed(png, "mono16; png compressed", t_stamp))
-        self.rgb.publish(rgb_msg if rgb_msg is not None else make_image(rgb_frame(self.rng), "bgr8", c_stamp, "rgb"))
+        rgb = rgb_frame(self.rng) if rgb is None else rgb
+        self.rgb.publish(rgb_msg if rgb_msg is not None else make_image(rgb, "bgr8", c_stamp, "rgb"))
         time.sleep(gap)
         return c_stamp
 
@@ -165,6 +169,7 @@ def nodes(tmp, domain):
 
     model = save_untrained_model(tmp / "random.pt", input_size=(H, W))
     env = _node_env(domain, tmp / "ros_log")
+    broken = _model_with_a_truncated_onnx(tmp / "broken_export")
     common = ["--params-file", str(ROOT / "config" / "fusion.yaml"), "-p", f"model_path:={model}",
               "-p", "backend:=torch", "-p", "num_threads:=1", "-p", "lifecycle:=false",
               "-p", "diagnostics.period:=0.25"]
@@ -172,20 +177,44 @@ def nodes(tmp, domain):
         NAME: NodeProcess(tmp, NAME, [
             "-r", f"__ns:={NS}", *common,
             "-p", "thermal_transport:=compressed",
-            # a calibrated homography (a 2 px shift) for a 160x128 thermal camera
+            # a calibrated homography (a 2 px shift) for a 160x128 thermal and a 160x128 RGB camera
             "-p", "registration.mode:=homography",
             "-p", "registration.homography:=[1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]",
             "-p", f"registration.thermal_width:={W}", "-p", f"registration.thermal_height:={H}",
+            "-p", f"registration.rgb_width:={W}", "-p", f"registration.rgb_height:={H}",
             "-p", "diagnostics.no_output_timeout:=1.0",
             "-p", "nms_iou:=abc",  # dropped by rcl (a string over the params file's double): the node says so
             "-p", "diagnostics.silent_timeout:=3.0",
             # log_throttle stays at its default 5 s (the jump-back warning must honour it)
         ], env),
         STREAM_NAME: NodeProcess(tmp, STREAM_NAME, ["-r", f"__ns:={STREAM_NS}", *common], env),
+        MODELS_NAME: NodeProcess(tmp, MODELS_NAME, [
+            "-r", f"__ns:={MODELS_NS}", "--params-file", str(ROOT / "config" / "fusion.yaml"),
+            "-p", f"model_path:={broken}", "-p", "backend:=auto", "-p", "num_threads:=1",
+            "-p", "diagnostics.period:=0.25"], env),
     }
     yield procs
     for proc in procs.values():
         proc.stop()
+
+
+def _model_with_a_truncated_onnx(folder: Path) -> Path:
+    """A random-weight model.pt with its real export beside it, the .onnx then cut to half (a bad copy)."""
+    from fusion_ros.checkpoint import save_untrained_model
+    from training.export import export_onnx
+
+    model = save_untrained_model(folder / "model.pt", input_size=(H, W))
+    onnx = export_onnx(model, exporter="torchscript").onnx_path
+    onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
+    return model
+
+
+@pytest.fixture(scope="module")
+def models_node(nodes, client):
+    """The lifecycle node on the model with the truncated ONNX, up and unconfigured."""
+    proc = nodes[MODELS_NAME]
+    assert proc.wait_log("waiting for configure/activate", 90.0), proc.log()
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -248,28 +277,47 @@ def test_a_cli_parameter_dropped_by_rcl_is_reported(hostile):
     assert "-p nms_iou:='abc' was dropped by rcl" in proc.log()
 
 
+def test_a_run_time_parameter_of_the_wrong_type_is_logged_naming_it(hostile, client):
+    """Issue 21 item 6: `score_threshold` set to 'abc' at run time got only rclpy's "Wrong parameter type,
+    expected '3' got '4'" back, and no node log line named the parameter or the types."""
+    proc, _ = hostile
+    before = client.get_parameter(NODE, "score_threshold")
+    result = client.set_parameter(NODE, "score_threshold", "abc")
+    assert not result.successful, result
+    assert proc.wait_log("rejected parameter change: score_threshold must be of type double, got string 'abc'",
+                         5.0), proc.log()[-2000:]
+    assert client.get_parameter(NODE, "score_threshold") == before
+
+
 def _peak_rss_kb(proc: NodeProcess) -> int:
     """VmHWM of the node (the ROS wheels' bootstrapper may re-exec it: read the process that runs)."""
     text = Path(f"/proc/{proc.proc.pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1))
 
 
-def test_thermal_resolution_change_is_rejected_not_fused_with_the_old_homography(hostile, client):
-    """Fault 6: the homography is calibrated for 160x128; a 320x256 thermal frame is rejected with a
-    clear reason (and, when it is all that arrives, /diagnostics names it as why nothing is published)."""
+@pytest.mark.parametrize("camera", ["thermal", "rgb"])
+def test_a_camera_resolution_change_is_rejected_not_fused_with_the_old_homography(hostile, client, camera):
+    """Issue 13 fault 6 (thermal) and issue 21 item 2 (RGB): the homography is calibrated for a 160x128
+    thermal and a 160x128 RGB image; a 320x256 frame of either camera is rejected with a clear reason (and,
+    when it is all that arrives, /diagnostics names it as why nothing is published)."""
     proc, feed = hostile
     start = time.monotonic()
     sent = set()
-    big = np.full((2 * H, 2 * W), 29000, np.uint16)
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
-        sent.add(feed.send(thermal_png=_png16(big)))
-    status = _wait_values(client, "thermal input", lambda v, s: int(v.get("rejected.thermal_size", 0)) >= 5)
-    assert "320x256 (WxH) but registration (homography) is calibrated for 160x128" in _diag_values(status)["last_error"]
+        if camera == "thermal":
+            sent.add(feed.send(thermal_png=_png16(np.full((2 * H, 2 * W), 29000, np.uint16))))
+        else:
+            sent.add(feed.send(rgb=np.zeros((2 * H, 2 * W, 3), np.uint8)))
+    reason = f"{camera}_size"
+    status = _wait_values(client, f"{camera} input", lambda v, s: int(v.get(f"rejected.{reason}", 0)) >= 5,
+                          since=start)
+    assert (f"{camera} image is 320x256 (WxH) but registration (homography) is calibrated for 160x128"
+            in _diag_values(status)["last_error"]), _diag_values(status)
     assert not {stamp_ns(m.header) for m in client.outputs_since("fused", start)} & sent
     sync = client.wait_status(_status("synchronizer"), lambda s: s.level == WARN, 8.0, since=start)
-    assert sync is not None and sync.level == WARN and "thermal thermal_size" in sync.message, sync
-    assert "rejected [thermal_size]" in proc.log()
+    assert sync is not None and sync.level == WARN and f"{camera} {reason}" in sync.message, sync
+    assert f"rejected [{reason}]" in proc.log()
     assert feed.good_pairs(client), proc.log()[-3000:]
 
 
@@ -342,6 +390,52 @@ def test_undecodable_png_leaves_no_decoder_lines_in_the_log(hostile, client):
     decode_lines = [line for line in lines if "rejected [decode]" in line]
     assert 1 <= len(decode_lines) <= 2, decode_lines  # throttled (log_throttle 5 s)
     assert "libpng error: " in decode_lines[0]  # the library's reason, routed into our line
+
+
+def test_a_truncated_onnx_file_is_a_loud_fallback_not_a_silent_one(models_node, client):
+    """Issue 21 item 1: backend auto over a model whose ONNX export was cut in half ran the torch model with
+    an INFO line, a bare stderr line and diagnostics OK. It still runs the same weights (the sidecar's
+    sha256 ties them to the export), but says so: a WARN node log line naming why, and the engine status
+    WARN naming the backend, the model file and the skipped backend for as long as it runs."""
+    since = time.monotonic()
+    assert client.lifecycle(MODELS_NODE, "configure"), models_node.log()[-3000:]
+    try:
+        status = client.wait_status(f"{MODELS_NODE}: engine", lambda s: s.level == WARN, 10.0, since)
+        values = _diag_values(status)
+        assert status.level == WARN and status.message.startswith("inactive, fallback torch-cpu"), status.message
+        assert values["backend"] == "torch-cpu" and values["model"].endswith("broken_export/model.pt"), values
+        assert "onnxruntime" in values["fallback"] and "does not match its sidecar" in values["fallback"], values
+        log = models_node.log()
+        assert re.search(r"^\[WARN\] .*configured: torch-cpu on .*model\.pt .*FALLBACK: backend auto skipped "
+                         r"onnxruntime: ", log, re.M), log[-3000:]
+        skipped = [line for line in log.splitlines() if "auto backend: skipping onnxruntime" in line]
+        assert skipped and all(line.startswith("[WARN]") for line in skipped), skipped  # node lines, not bare
+    finally:
+        assert client.lifecycle(MODELS_NODE, "cleanup")
+
+
+def test_publishing_an_untrained_segmentation_head_needs_the_override(models_node, client):
+    """Issue 21 item 8: publish_segmentation:=true published the output of a head that never saw a label.
+    Configure now fails naming why (the model file says what the head was trained on) and the node stays
+    unconfigured; allow_segmentation_without_real_labels:=true publishes it, with a warning."""
+    for name, value in (("publish_segmentation", True), ("allow_segmentation_without_real_labels", False)):
+        assert client.set_parameter(MODELS_NODE, name, value).successful
+    try:
+        since = time.monotonic()
+        assert not client.lifecycle(MODELS_NODE, "configure")
+        assert client.state(MODELS_NODE) == "unconfigured"
+        status = client.wait_status(f"{MODELS_NODE}: engine", lambda s: s.level == ERROR, 10.0, since)
+        assert status.level == ERROR and "configure failed: publish_segmentation: the model's segmentation head was "\
+            "trained on no segmentation labels" in status.message, status.message
+        assert "allow_segmentation_without_real_labels" in status.message
+        assert client.set_parameter(MODELS_NODE, "allow_segmentation_without_real_labels", True).successful
+        assert client.lifecycle(MODELS_NODE, "configure"), models_node.log()[-3000:]
+        assert re.search(r"^\[WARN\] .*publishing segmentation from a head that was trained on no segmentation "
+                         r"labels", models_node.log(), re.M)
+        assert client.lifecycle(MODELS_NODE, "cleanup")
+    finally:
+        for name in ("publish_segmentation", "allow_segmentation_without_real_labels"):
+            client.set_parameter(MODELS_NODE, name, False)
 
 
 def _raw_sender(client: Client, ns: str):

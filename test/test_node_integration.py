@@ -294,7 +294,8 @@ def nodes(tmp, domain, model_file):
             "--params-file", str(ROOT / "config" / "fusion.yaml"), *common,
             "-p", "lifecycle:=false",
             "-p", "score_threshold:=0.01",  # random weights score ~0.07: get some detections
-            "-p", "publish_segmentation:=true",  # off by default (the bundled model has no real seg labels)
+            "-p", "publish_segmentation:=true",  # off by default (the bundled model has no real seg labels) ...
+            "-p", "allow_segmentation_without_real_labels:=true",  # ... and refused for this untrained head without
             "-p", "input_qos.depth:=5",
             "-p", "sync.inter_message_lower_bound:=0.03",
             "-p", "diagnostics.period:=0.25",
@@ -366,6 +367,7 @@ def test_pairs_produce_fused_images_and_detections(main_node, client, camera):
         assert msg.header.frame_id == sent[stamp]
         assert (msg.height, msg.width) == (H, W)
     assert {m.encoding for m in fused} == {"bgr8"} and {m.encoding for m in masks} == {"mono8"}
+    assert "publishing segmentation from a head that was trained on no segmentation labels" in main_node.log()
     assert any(m.header.frame_id == DEFAULT_FRAME for m in fused), "no output of an empty-frame_id RGB frame"
     fused_img = np.frombuffer(bytes(fused[-1].data), np.uint8).reshape(H, W, 3)
     assert fused_img.std() > 1.0, "fused image is flat"

@@ -7,6 +7,7 @@ operating-point / mAP arithmetic on hand-made detections.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from fusion_ros import pairs_eval
-from fusion_ros.checkpoint import DEFAULT_MODEL
+from fusion_ros.checkpoint import DEFAULT_MODEL, SYNTHETIC_MODEL
 from fusion_ros.synthetic import SceneGenerator
 
 H, W = 128, 160
@@ -68,10 +69,11 @@ def test_outputs_written(torch_run):
     report = (out / "report.md").read_text()
     for needle in ("# Labelled-pairs evaluation: data", "![samples](samples.png)", "![PR curves](pr_curve.png)",
                    "![latency](latency.png)", "mAP@0.5", "| day (`D$`) | 3 |", "| night (`N$`) | 2 |",
-                   "| engine.infer |", "## Fusion quality"):
+                   "| engine.infer |", "## Fusion quality", "segmentation not shown: the model's segmentation head "):
         assert needle in report, needle
+    # issue 21 item 8: the bundled model's head never saw a segmentation label: no panel of its noise
     grid = cv2.imread(str(out / "samples.png"))
-    assert grid is not None and grid.shape[1] == 5 * W and grid.shape[0] == 24 + 3 * H  # 3 samples x 5 columns
+    assert grid is not None and grid.shape[1] == 4 * W and grid.shape[0] == 24 + 3 * H  # 3 samples x 4 columns
 
 
 def test_metrics_sane(torch_run, folder):
@@ -106,6 +108,22 @@ def test_metrics_sane(torch_run, folder):
     assert m["latency_ms"]["engine"]["p50"] <= m["latency_ms"]["total"]["p50"]
     assert m["fusion_metrics"]["frames"] == 2 and "SSIM" in m["fusion_metrics"]["mean"]
     assert m["pictures"] == {"samples": "samples.png", "pr_curve": "pr_curve.png", "latency": "latency.png"}
+    assert m["model"]["segmentation_labels"] in ("none", "unknown")
+
+
+def test_a_head_trained_on_labels_gets_its_panel(folder, tmp_path):
+    """The synthetic-scene model's head learnt from the generator's labels; on generated scenes its masks
+    are drawn beside the detections."""
+    if not SYNTHETIC_MODEL.is_file():
+        pytest.skip(f"{SYNTHETIC_MODEL} is absent")
+    out = tmp_path / "out"
+    assert pairs_eval.main([str(folder), "--model", str(SYNTHETIC_MODEL), "--backend", "torch", "--input-size",
+                            f"{H}x{W}", "--threads", "1", "--samples", "2", "--fusion-samples", "0", "--out",
+                            str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"]["segmentation_labels"] == "synthetic"
+    assert "segmentation not shown" not in (out / "report.md").read_text()
+    assert cv2.imread(str(out / "samples.png")).shape[1] == 5 * W  # ... | detections | segmentation
 
 
 def test_onnxruntime_split_and_limit(folder, tmp_path):
@@ -154,6 +172,48 @@ def test_errors(folder, tmp_path, capsys):
         pairs_eval.build_parser().parse_args([str(folder), "--subset", "day"])
     with pytest.raises(SystemExit):
         pairs_eval.build_parser().parse_args([str(folder), "--input-size", "128"])
+
+
+def test_a_pair_the_node_would_reject_is_counted_not_scored(folder, tmp_path):
+    """Issue 21 item 3: a visible image of another aspect ratio than its thermal (320x200 beside 160x128) was
+    scored silently (stretched, `warnings: []`) where the node rejects the pair as unregistrable."""
+    bad = tmp_path / "data"
+    for d in ("ir", "vi", "labels"):
+        shutil.copytree(folder / d, bad / d)
+    vi = cv2.imread(str(bad / "vi" / "00003D.png"))
+    cv2.imwrite(str(bad / "vi" / "00003D.png"), cv2.resize(vi, (320, 200)))
+    out = tmp_path / "out"
+    assert pairs_eval.main([str(bad), "--backend", "torch", "--input-size", f"{H}x{W}", "--threads", "1",
+                            "--samples", "0", "--fusion-samples", "0", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pairs"]["failed"] == 1 and m["pairs"]["failed_names"] == ["00003D"]
+    assert m["pairs"]["evaluated"] == len(NAMES) - 1
+    assert any("00003D: the node would reject this pair: thermal 160x128 and RGB 320x200 (WxH) differ in aspect "
+               "ratio" in w for w in m["warnings"]), m["warnings"]
+
+
+def test_an_unreadable_image_is_reported_without_decoder_lines_on_stderr(folder, tmp_path, capfd):
+    """Issue 21 item 4: OpenCV's and libpng's own lines (`[ERROR:0@4.594] global grfmt_png.cpp ...`, `libpng
+    error: Read Error`) reached stderr for an unreadable image; they belong in the pair's failure reason, as
+    the node routes them into its message."""
+    broken = tmp_path / "data"
+    for d in ("ir", "vi", "labels"):
+        shutil.copytree(folder / d, broken / d)
+    png = broken / "vi" / "00002N.png"
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])  # a copy cut off half-way (libpng: Read Error)
+    out = tmp_path / "out"
+    capfd.readouterr()
+    assert pairs_eval.main([str(broken), "--backend", "torch", "--input-size", f"{H}x{W}", "--threads", "1",
+                            "--samples", "0", "--fusion-samples", "0", "--out", str(out), "--quiet"]) == 0
+    err = capfd.readouterr().err
+    stray = [line for line in err.splitlines() if line.lower().startswith(("libpng", "[error:", "[ warn:"))]
+    assert not stray, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pairs"]["failed_names"] == ["00002N"] and m["pairs"]["evaluated"] == len(NAMES) - 1
+    reason = next(w for w in m["warnings"] if "could not be evaluated" in w)
+    assert f"00002N: visible image: cannot decode {png}: " in reason, reason
+    assert "png" in reason.split(f"{png}: ", 1)[1].lower(), reason  # the decoder's own words
+    assert "could not be evaluated" in err  # the CLI's own warning line says it
 
 
 def test_operating_point_and_map_on_known_detections():

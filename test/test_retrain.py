@@ -215,7 +215,11 @@ def test_retrain_cli_end_to_end(bags, capsys):
     for role in ("base", "new"):
         m = comparison[role]
         assert m["backend"].startswith("onnxruntime") and m["pairs"] > 0
-        assert m["mAP50"] is not None and m["mIoU"] is not None and m["fusion"] and m["latency_ms"]["total_p50"] > 0
+        assert m["mAP50"] is not None and m["fusion"] and m["latency_ms"]["total_p50"] > 0
+    # the random base's segmentation head learnt from nothing: not scored; the new one learnt the generated
+    # bag's labels (and the base's pseudo-labels): scored (issue 21 item 8)
+    assert meta.segmentation_labels == "synthetic"
+    assert comparison["base"]["mIoU"] is None and comparison["new"]["mIoU"] is not None
     assert comparison["new"]["model"] == str(out / "model.onnx")
     assert comparison["verdict"].startswith("new model ") and "held-out mAP@0.5" in comparison["verdict"]
     labels = {json.dumps(b["labels"], sort_keys=True) for b in comparison["training"]["bags"]}

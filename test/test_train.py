@@ -9,6 +9,7 @@ import yaml
 
 from fusion_ros.checkpoint import load_model
 from fusion_ros.engine.sidecar import sha256_file
+from fusion_ros.segmentation_labels import combined
 from training.data import prefetched
 from training.ship import real_data_line
 from training.train import Trainer, load_config, main
@@ -286,7 +287,8 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
         assert torch.equal(trainer.model.state_dict()[name], tensor), name
     # the start is recorded by content (the card must survive the base file being overwritten by the ship)
     base_sha = sha256_file(cfg["init_from"])
-    assert trainer.init_from == {"path": cfg["init_from"], "sha256": base_sha}
+    assert trainer.init_from == {"path": cfg["init_from"], "sha256": base_sha, "segmentation_labels": "synthetic"}
+    assert trainer.segmentation_labels() == "synthetic"  # the unlabelled real pairs train no segmentation
     assert base_sha in real_data_line(cfg, trainer.init_from)
     b = trainer.batch(trainer.train_set, 0)
     row = trainer.warmup_step(b)
@@ -315,6 +317,28 @@ def test_fine_tune_from_a_model_with_real_pairs_in_the_fusion_objective(tmp_path
     resumed = Trainer(copy.deepcopy({**cfg, "init_from": None}), tmp_path / "tune")
     resumed.load_checkpoint(tmp_path / "tune" / "checkpoint.pt")
     assert resumed.init_from["sha256"] == base_sha
+
+
+def test_the_model_file_records_what_its_segmentation_head_learnt_from(tmp_path):
+    """Issue 21 item 8: a model file says whether its segmentation head saw labels, and of what: the node
+    and the evaluators read it. Generated scenes: synthetic; the segmentation loss off: none, whatever the
+    data held; box-only pairs: none, unless the model it started from had learnt more."""
+    from test_labelled_pairs import yolo_folder
+
+    assert main(["--config", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "run")]) == 0
+    model = tmp_path / "run" / "model.pt"
+    assert load_model(model)[1].segmentation_labels == "synthetic"
+    off = copy.deepcopy(TINY)
+    off["loss"] = {"segmentation": 0.0}
+    assert Trainer(off, tmp_path / "off").segmentation_labels() == "none"
+    boxes = copy.deepcopy(TINY)
+    boxes["classes"] = "config/classes_road.yaml"
+    boxes["data"] = {"kind": "pairs", "root": str(yolo_folder(tmp_path / "pairs", names=[f"{i:05d}" for i in range(24)])),
+                     "height": 64, "width": 96, "split": {"block": 4, "gap": 1}}
+    assert Trainer(copy.deepcopy(boxes), tmp_path / "boxes").segmentation_labels() == "none"
+    # a head is as trained as the most real labels it saw, its start included
+    assert [combined(v) for v in (["none", "synthetic"], ["none", "unknown"], ["synthetic", "real"], [])] == \
+        ["synthetic", "unknown", "real", "none"]
 
 
 def test_a_diverged_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint(tmp_path):

@@ -67,8 +67,9 @@ import numpy as np
 
 from fusion_ros.classes import ClassConfig
 from fusion_ros.dataset_layout import read_voc_xml
-from training.datasets import (DatasetLayoutError, ReadOptions, RealPairs, Record, dataset_classes, resize_mode,
-                               split_fractions)
+from fusion_ros.segmentation_labels import NONE, REAL, SYNTHETIC, checked, combined
+from training.datasets import ReadOptions, RealPairs, dataset_classes, resize_mode, split_fractions
+from training.records import DatasetLayoutError, Record
 from training.samples import NO_LABEL
 
 BAG_CACHE_FORMAT = "fusion_ros.bag_cache/1"
@@ -355,7 +356,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
     import os
     import shutil
 
-    from tqdm import tqdm
+    from fusion_ros.progress import progress
 
     from fusion_ros.bag.pairing import PairStreamStats, SyncedPair, synced_pairs
     from fusion_ros.bag.reader import (DETECTION2D_ARRAY, IMAGE, IMAGE_TYPES, BagError, BagReader,
@@ -377,6 +378,10 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
         seg_src = "gt" if gt_seg else ("pseudo" if s["pseudo"] else "none")
         seg_lut, seg_how = _bag_seg_lut(reader, s)
         labeler = _PseudoLabeler(s["pseudo"], s) if "pseudo" in (det_src, seg_src) else None
+        # what the cache's masks are (fusion_ros.segmentation_labels): a bag fusion-make-sample-bag generated
+        # holds generated labels; pseudo-labels are what the labelling model's head had learnt
+        seg_labels = {"gt": SYNTHETIC if "fusion_ros.sample" in reader.custom_data else REAL, "none": NONE,
+                      "pseudo": labeler.engine.info.segmentation_labels if labeler else NONE}[seg_src]
         tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         for d in (IR_DIR, VI_DIR, LABEL_DIR, MASK_DIR):
@@ -395,7 +400,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
         last_kept, stop_log = None, None
         start_ns = reader.start_ns
         total = sum(reader.topics[t].count for t in {topics["thermal"], topics["rgb"], gt_det, gt_seg} if t)
-        bar = tqdm(total=total, desc=f"cache {bag.name}", unit="msg", disable=not s["progress"])
+        bar = progress(total=total, desc=f"cache {bag.name}", unit="msg", disable=not s["progress"])
         try:
             stream = synced_pairs(reader, s["node_cfg"], topics["thermal"], topics["rgb"], s["thermal_range"],
                                   [t for t in (gt_det, gt_seg) if t], stats)
@@ -515,6 +520,7 @@ def _build_bag_cache(bag: Path, folder: Path, key: str, fields: dict, s: dict, c
             "format": BAG_CACHE_FORMAT, "key": key, "key_fields": fields, "bag": str(bag.resolve()),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "labels": {"detections": det_src, "segmentation": seg_src},
+            "segmentation_labels": seg_labels,
             "gt_topics": {"detections": gt_det, "segmentation": gt_seg},
             "segmentation_gt": seg_how if gt_seg else None,
             "pseudo": None if labeler is None else {
@@ -612,6 +618,11 @@ class BagPairs(RealPairs):
                  any_masks: bool):
         super().__init__(records, opts, "bag", root)
         self.caches, self.any_masks = caches, any_masks
+
+    @property
+    def segmentation_labels(self) -> str:
+        """What the caches' masks are, together (caches written before the record: unknown)."""
+        return combined(checked(cache.info.get("segmentation_labels"), str(cache.folder)) for cache in self.caches)
 
     def __getitem__(self, index: int) -> dict:
         sample = super().__getitem__(index)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fusion_ros.segmentation_labels import SYNTHETIC
 from training.samples import to_sample
 
 # The condition mix of the night+fog-heavy hold-out that benchmarks and model cards report.
@@ -84,6 +85,8 @@ def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
 class SyntheticPairs(Dataset):
     """Scenes from the deterministic generator, made on the fly: sample i is the same on every run."""
 
+    segmentation_labels = SYNTHETIC  # its masks (fusion_ros.segmentation_labels)
+
     def __init__(self, seed: int, length: int, height: int, width: int, thermal_range, aug: Augment | None = None,
                  condition_weights=None):
         from fusion_ros.synthetic import SceneGenerator
@@ -111,6 +114,10 @@ class EpochAugmented(Dataset):
 
     def __init__(self, base: Dataset, aug: Augment, seed: int):
         self.base, self.aug, self.seed, self.epoch = base, aug, seed, 0
+
+    @property
+    def segmentation_labels(self) -> str:
+        return self.base.segmentation_labels
 
     def __len__(self) -> int:
         return len(self.base)

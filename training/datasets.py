@@ -59,7 +59,7 @@ pass it to ``build_dataset(..., classes=...)``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -70,6 +70,10 @@ from fusion_ros.classes import ClassConfig, load_classes
 from fusion_ros.dataset_layout import read_voc_xml
 from fusion_ros.labelled_pairs import IMAGE_SUFFIXES, find_subdir, image_files
 from fusion_ros.paths import config_path
+from fusion_ros.segmentation_labels import NONE, REAL, SYNTHETIC
+from fusion_ros.synthetic import GENERATOR
+from training.labelled_folders import pairs_records  # kind: pairs
+from training.records import DatasetLayoutError, Record
 from training.samples import NO_LABEL, to_sample
 
 KINDS = ("layout", "m3fd", "llvip", "msrs", "fmb", "mfnet", "folder", "pairs", "bag")
@@ -102,22 +106,6 @@ _EXPECTED = {
 
 _TITLE = {"layout": "dataset", "m3fd": "M3FD", "llvip": "LLVIP", "msrs": "MSRS", "fmb": "FMB", "mfnet": "MFNet",
           "folder": "image folder", "pairs": "labelled pairs folder"}
-
-
-class DatasetLayoutError(FileNotFoundError, ValueError):
-    """A dataset folder that does not have its kind's layout (a FileNotFoundError and a ValueError)."""
-
-
-@dataclass
-class Record:
-    """One pair on disk, with its boxes already parsed (boxes in the visible image's pixels)."""
-
-    name: str
-    ir: Path
-    vi: Path | None  # None: `ir` is a 4-channel RGB+T file (MFNet)
-    mask: Path | None = None
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
 
 @dataclass
@@ -327,15 +315,9 @@ def _records_mfnet(root: Path, cfg: dict, classes: ClassConfig):
     return groups
 
 
-def _records_pairs(root: Path, cfg: dict, classes: ClassConfig):  # kind: pairs (training/labelled_folders.py)
-    from training.labelled_folders import pairs_records
-
-    return pairs_records(root, cfg, classes)
-
-
 _RECORDS = {
     "layout": _records_layout, "m3fd": _records_m3fd, "llvip": _records_llvip, "msrs": _split_folder_records("msrs"),
-    "fmb": _split_folder_records("fmb"), "mfnet": _records_mfnet, "folder": _records_folder, "pairs": _records_pairs,
+    "fmb": _split_folder_records("fmb"), "mfnet": _records_mfnet, "folder": _records_folder, "pairs": pairs_records,
 }
 
 
@@ -492,6 +474,20 @@ class RealPairs(Dataset):
 
     def __init__(self, records: list[Record], opts: ReadOptions, kind: str, root: Path):
         self.records, self.opts, self.kind, self.root = records, opts, kind, root
+
+    @property
+    def segmentation_labels(self) -> str:
+        """What this split's masks are (fusion_ros.segmentation_labels): none without masks, synthetic for a
+        layout folder the scene generator wrote (its meta.json says so), real otherwise."""
+        if not any(r.mask is not None for r in self.records):
+            return NONE
+        meta_root = next((d for d in (self.root, self.root / "train") if (d / "meta.json").is_file()), None)
+        if self.kind == "layout" and meta_root is not None:
+            from fusion_ros.dataset_layout import read_meta
+
+            if read_meta(meta_root).get("generator") == GENERATOR:
+                return SYNTHETIC
+        return REAL
 
     def __len__(self) -> int:
         return len(self.records)

@@ -34,7 +34,7 @@ from torch import nn
 import fusion_ros
 from fusion_ros.checkpoint import DEFAULT_MODEL, load_model
 from fusion_ros.engine.base import FUSION_MAP_OUTPUT, INPUT_NAMES, OUTPUT_NAMES
-from fusion_ros.engine.sidecar import ONNX_FORMAT, sha256_file, write_sidecar
+from fusion_ros.engine.sidecar import ONNX_FORMAT, relative_path, sha256_file, write_sidecar
 from fusion_ros.model import FPN_STRIDES, FusedPerceptionNet
 
 DEFAULT_TOLERANCE = 1e-3
@@ -273,9 +273,10 @@ def export_onnx(
         "thermal_range": list(meta.thermal_range),
         "det_classes": list(meta.det_classes),
         "seg_classes": list(meta.seg_classes),
+        "segmentation_labels": meta.segmentation_labels,
         "model_version": str(info.get("version") or info.get("model_version") or f"sha256:{model_sha[:12]}"),
         "model_config": model.cfg.to_dict(),
-        "source_model": {"file": str(model_path.resolve()), "sha256": model_sha},
+        "source_model": {"file": relative_path(model_path, out_path.parent), "sha256": model_sha},
         "parity": {"backend": "onnxruntime-cpu", "max_abs_diff": parity, "tolerance": tolerance,
                    "shapes": [list(s) for s in shapes]},
         "torch_version": torch.__version__,

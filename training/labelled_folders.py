@@ -35,7 +35,7 @@ from pathlib import Path
 
 from fusion_ros.classes import ClassConfig
 from fusion_ros.labelled_pairs import LabelledPairsError, block_split, read_labelled_pairs
-from training.datasets import DatasetLayoutError, Record
+from training.records import DatasetLayoutError, Record
 
 SPLIT_DEFAULTS = {"block": 16, "gap": 1, "val_fraction": 0.2, "heldout_fraction": 0.1}
 EXPECTED = "ir/, vi/ and labels: labels/[<variant>/]*.txt + classes.txt (YOLO), labels/*.xml or Annotations/*.xml " \

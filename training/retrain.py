@@ -490,7 +490,7 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from fusion_ros.bag.reader import BagError
-    from training.datasets import DatasetLayoutError
+    from training.records import DatasetLayoutError
 
     try:
         run(args)

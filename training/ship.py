@@ -19,7 +19,9 @@ from pathlib import Path
 import yaml
 
 from fusion_ros.checkpoint import load_model
+from fusion_ros.engine.sidecar import relative_path, sha256_file
 from fusion_ros.model import count_parameters
+from fusion_ros.segmentation_labels import DESCRIPTIONS, REAL
 from training.data import NIGHT_FOG_HOLDOUT as HOLDOUT_CONDITIONS
 from training.data import night_fog_holdout
 from training.export import main as export_main
@@ -29,7 +31,7 @@ CARD = """# Model card: {name}
 
 - **What**: FusedPerceptionNet (fusion net + FCOS detection + segmentation), {params:.2f} M parameters,
   input {width}x{height} thermal (16-bit TLinear counts, {t_low:.0f}..{t_high:.0f} -> 0..1) + RGB.
-- **Classes**: detection {det}; segmentation {seg}.
+- **Classes**: detection {det}; segmentation {seg}: {seg_note}
 - **Data**: the project's synthetic thermal+RGB generator (fusion_ros/synthetic.py), generated on the
   fly from seed {data_seed}: {train_size} training scenes, {heldout_size} held-out scenes for the upper
   level, conditions {conditions}. {real_data}
@@ -59,6 +61,13 @@ def real_data_line(cfg: dict, init_from: dict | None = None) -> str:
             "detection and segmentation were learnt on generated scenes only.")
 
 
+def segmentation_note(labels: str) -> str:
+    """The card's words on the segmentation head: what it learnt from, as its model files record it."""
+    refused = "" if labels == REAL else (" The node refuses to publish its masks unless "
+                                         "`allow_segmentation_without_real_labels` is set.")
+    return f"its head {DESCRIPTIONS[labels]} (`segmentation_labels: {labels}` in the model files).{refused}"
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -67,9 +76,7 @@ REAL_CARD = """# Model card: {name}
 
 - **What**: FusedPerceptionNet: the project's fusion net (F, `{fusion_output}` head, {fusion_params:.2f} M parameters) + YOLOX-nano
   detection ({detector}), {params:.2f} M parameters in all; input {width}x{height} thermal + RGB, one graph.
-- **Classes**: detection {det}. The graph also has a segmentation output ({seg}), but no real
-  segmentation labels were available: it is **not trained on real images and not validated**; the node
-  publishes no segmentation by default.
+- **Classes**: detection {det}. The graph also has a segmentation output ({seg}): {seg_note}
 - **Data**: `{root}` ({variant} labels: boxes of objects seen in either camera), split into contiguous blocks
   of names {split} so that no validation frame has a near-duplicate in training: {counts}.
   {terms}
@@ -117,6 +124,9 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         backend="onnxruntime", labels=data.get("labels", "auto"), variant=data.get("variant"),
         class_map=data.get("class_map") or {}, split="val", subsets={"day": "D$", "night": "N$"}, overwrite=True,
         **{k: split[k] for k in ("block", "gap", "val_fraction", "heldout_fraction")}))
+    # the metrics file lies beside the model: name it relative to that folder, not by this machine's path
+    scored = Path(metrics["model"]["path"])
+    metrics["model"].update(path=relative_path(scored, args.dest), sha256=sha256_file(scored))
     det = metrics["detection"]
     op = det["at_default_threshold"]
     names = read_labelled_pairs(data["root"], meta.det_classes, labels=data.get("labels", "auto"),
@@ -129,6 +139,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
     trainer = Trainer(scoring_config(cfg), args.run / "ship_eval")  # the saved weights, as saved
     card = REAL_CARD.format(
         name=args.name, detector=model.cfg.detector, params=count_parameters(model) / 1e6,
+        seg_note=segmentation_note(meta.segmentation_labels),
         fusion_output=model.cfg.fusion.output, fusion_params=count_parameters(model.fusion) / 1e6, width=meta.input_size[1], height=meta.input_size[0],
         det=", ".join(meta.det_classes), seg=", ".join(meta.seg_classes), root=data["root"],
         variant=data.get("variant", "default"), split=split, counts=counts, terms=MSRS_TERMS if "msrs" in data["root"] else "",
@@ -157,7 +168,8 @@ def synthetic_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
     card = CARD.format(
         name=args.name, params=count_parameters(model) / 1e6, height=meta.input_size[0], width=meta.input_size[1],
         t_low=meta.thermal_range[0], t_high=meta.thermal_range[1], det=", ".join(meta.det_classes),
-        seg=", ".join(meta.seg_classes), data_seed=cfg["data"]["seed"], train_size=cfg["data"]["train_size"],
+        seg=", ".join(meta.seg_classes), seg_note=segmentation_note(meta.segmentation_labels),
+        data_seed=cfg["data"]["seed"], train_size=cfg["data"]["train_size"],
         heldout_size=cfg["data"]["heldout_size"], conditions=cfg["data"].get("condition_weights"),
         real_data=real_data_line(cfg, meta.info.get("init_from")),
         fusion_mode=meta.info.get("fusion_mode", "bilevel"), aggregation=trainer.sched.aggregation,

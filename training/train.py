@@ -35,7 +35,6 @@ import torch.distributed as dist
 import yaml
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from fusion_ros.checkpoint import ModelMeta, load_model, save_model
 from fusion_ros.classes import load_classes
@@ -44,6 +43,8 @@ from fusion_ros.image_conversions import THERMAL_RANGE_CENTIKELVIN
 from fusion_ros.metrics import ConfusionMatrix, evaluate_detections
 from fusion_ros.model import FusedPerceptionNet, ModelConfig, rgb_to_ycbcr, ycbcr_to_rgb
 from fusion_ros.postprocess import PostprocessConfig, decode_detections, segmentation_mask
+from fusion_ros.progress import progress, write as progress_write
+from fusion_ros.segmentation_labels import NONE, UNKNOWN, combined
 from training import losses as L
 from training.bilevel import TaskWeights, aggregate, first_order_hypergradient, grads_or_zeros, norm
 from training.channel_steps import fold, scale_conv_weights
@@ -399,7 +400,7 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> None:
         total = self.warmup_steps + self.sched.steps
         log_file = open(self.out / "log.jsonl", "a") if self.main_process else None
-        bar = tqdm(total=total, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.main_process)
+        bar = progress(total=total, initial=self.step, desc="train", unit="step", disable=not self.main_process)
         done_now = 0
         self.model.train()
         with prefetched(self.training_batches(self.step, total)) as batches:
@@ -474,7 +475,7 @@ class Trainer:
         result = self.evaluate(self.val_set)
         with open(self.out / "val.jsonl", "a") as f:
             f.write(json.dumps(result, default=_json_nan) + "\n")
-        tqdm.write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
+        progress_write(f"[val step {self.step}] " + "  ".join(f"{k} {v:.3f}" for k, v in result.items() if isinstance(v, float)))
         self.last_val = result
         return result
 
@@ -490,7 +491,7 @@ class Trainer:
                              f"this run's {self.det_classes} / {self.seg_classes}")
         self.model.load_state_dict(model.state_dict())
         # the file's hash, not just its path: a fine-tune is often shipped over the very file it started from
-        self.init_from = {"path": str(path), "sha256": sha256_file(path)}
+        self.init_from = {"path": str(path), "sha256": sha256_file(path), "segmentation_labels": meta.segmentation_labels}
 
     def state(self) -> dict:
         return {
@@ -523,13 +524,21 @@ class Trainer:
         self.init_from = state.get("init_from", self.init_from)  # the base as it was when the run began
         self.step = state["step"]
 
+    def segmentation_labels(self) -> str:
+        """What the saved segmentation head learnt from (fusion_ros.segmentation_labels): the training data's
+        masks (none with the segmentation loss off) and what the model it started from had learnt."""
+        data = self.train_set.segmentation_labels if self.weights.segmentation > 0 else NONE
+        start = self.init_from.get("segmentation_labels", UNKNOWN) if self.init_from else NONE
+        return combined([data, start])
+
     def finish(self) -> None:
         info = {"config": self.cfg, "config_path": self.config_path, "date": date.today().isoformat(), "steps": self.step,
                 "fusion_mode": self.fusion_mode, "init_from": self.init_from, "detector_init": self.detector_init,
                 "validation": getattr(self, "last_val", None)}
         meta = ModelMeta(self.det_classes, self.seg_classes,
                          input_size=(self.cfg["data"]["height"], self.cfg["data"]["width"]),
-                         thermal_range=self.thermal_range, info=json.loads(json.dumps(info, default=_json_nan)))
+                         thermal_range=self.thermal_range, info=json.loads(json.dumps(info, default=_json_nan)),
+                         segmentation_labels=self.segmentation_labels())
         save_model(self.out / "model.pt", fold(copy.deepcopy(self.shipped_model())), meta)
         from training.report import plot_training
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from .. import node_core as core
+from .. import segmentation_labels as seg_labels
 from .. import topics
 from ..image_conversions import ImageConversionError, image_to_array
 from ..node_params import load_node_params, parse_param
@@ -304,7 +305,8 @@ class BagEvaluator:
             "fusion_ros.detection_classes": json.dumps(self.det_names),
             "fusion_ros.segmentation_classes": json.dumps(self.seg_names)})
         for key, msgtype in (("fused", IMAGE), ("detections", DETECTION2D_ARRAY), ("mask", IMAGE)):
-            writer.add_topic(OUTPUT_TOPICS[key], msgtype)
+            if key != "mask" or self.segmentation_trained:
+                writer.add_topic(OUTPUT_TOPICS[key], msgtype)
         if self.opts.overlay:
             writer.add_topic(OUTPUT_TOPICS["overlay"], IMAGE)
         return writer
@@ -341,6 +343,11 @@ class BagEvaluator:
         self.det_names, self.seg_names = tuple(engine.det_classes), tuple(engine.seg_classes)
         self.det_colors = core.class_colors(self.det_names, classes.detection)
         self.seg_colors = core.class_colors(self.seg_names, classes.segmentation)
+        # a head that learnt from no labels: its masks are neither drawn, written nor scored (nor computed)
+        self.segmentation_trained = seg_labels.trained(engine.info.segmentation_labels)
+        if not self.segmentation_trained and gt_seg_topic:
+            gt_topics.remove(gt_seg_topic)
+            gt_seg_topic = None
         self.truth = _GroundTruth(self, reader, gt_det_topic, gt_seg_topic, self.det_names, self.seg_names)
         self.writer = self._output_bag(out, model_path)
         self.pair_counts = {"paired": 0, "processed": 0, "rejected": {}, "engine_failures": 0, "sync_resets": 0,
@@ -360,12 +367,12 @@ class BagEvaluator:
         self.fusion_rows: list[dict] = []
 
         # ----------------------------------------------------------------------------- the stream
-        from tqdm import tqdm
+        from ..progress import progress
 
         stats = PairStreamStats()
         stream = synced_pairs(reader, cfg, opts.thermal_topic, opts.rgb_topic, engine.info.thermal_range, gt_topics,
                               stats, self.warn)
-        bar = tqdm(total=sum(reader.topics[t].count for t in (opts.thermal_topic, opts.rgb_topic, *gt_topics)),
+        bar = progress(total=sum(reader.topics[t].count for t in (opts.thermal_topic, opts.rgb_topic, *gt_topics)),
                    desc=f"eval {Path(opts.bag).name}", unit="msg", disable=not opts.progress)
         read_error = None
         gt_read = 0
@@ -436,7 +443,7 @@ class BagEvaluator:
         self.skews_ms.append(abs(pair.thermal_frame.stamp_ns - pair.stamp_ns) * 1e-6)
         t1 = time.perf_counter()
         try:
-            result = self.engine.infer(pair.thermal, pair.rgb)
+            result = self.engine.infer(pair.thermal, pair.rgb, segmentation=self.segmentation_trained)
         except InputError as exc:
             self.engine_rejected += 1
             self.pair_counts["rejected"]["engine_input"] = self.pair_counts["rejected"].get("engine_input", 0) + 1
@@ -476,7 +483,8 @@ class BagEvaluator:
         write = self.writer.write
         write(OUTPUT_TOPICS["fused"], log_ns, image_message(fused_bgr, "bgr8", stamp, frame_id))
         write(OUTPUT_TOPICS["detections"], log_ns, detections_message(dets.boxes, dets.scores, labels, stamp, frame_id))
-        write(OUTPUT_TOPICS["mask"], log_ns, image_message(result.segmentation, "mono8", stamp, frame_id))
+        if result.segmentation is not None:
+            write(OUTPUT_TOPICS["mask"], log_ns, image_message(result.segmentation, "mono8", stamp, frame_id))
         if self.opts.overlay:
             write(OUTPUT_TOPICS["overlay"], log_ns, image_message(overlay, "bgr8", stamp, frame_id))
 
@@ -500,7 +508,8 @@ class BagEvaluator:
             self.samples.append({
                 "stamp_ns": pair.stamp_ns, "t_s": (pair.stamp_ns - start_ns) * 1e-9, "ir": ir_view,
                 "rgb": cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR), "fused": fused_bgr, "detections": overlay,
-                "segmentation": core.colorize_mask(result.segmentation, self.seg_colors),
+                "segmentation": None if result.segmentation is None
+                else core.colorize_mask(result.segmentation, self.seg_colors),
                 "num_detections": len(result.detections)})
 
     @staticmethod
@@ -539,7 +548,8 @@ class BagEvaluator:
                     "duration_s": reader.duration_s, "message_count": reader.message_count,
                     "topics": {t.name: {"type": t.msgtype, "count": t.count} for t in reader.topics.values()}},
             "model": {"path": str(model_path), "backend": engine.backend, "input_size": list(engine.input_size),
-                      "det_classes": list(self.det_names), "seg_classes": list(self.seg_names)},
+                      "det_classes": list(self.det_names), "seg_classes": list(self.seg_names),
+                      "segmentation_labels": engine.info.segmentation_labels},
             "config": {k: cfg[k] for k in ("sync.slop", "sync.queue_size", "sync.inter_message_lower_bound",
                                            "sync.reset_on_jump_back", "thermal.mode", "registration.mode",
                                            "score_threshold", "nms_iou", "max_detections")},
@@ -570,6 +580,8 @@ class BagEvaluator:
             metrics["detection"], self.report = truth.detection_metrics(max(cfg["max_detections"], 1))
         if truth.confusion is not None:
             metrics["segmentation"] = truth.segmentation_metrics()
+        elif not self.segmentation_trained:
+            metrics["segmentation"] = {"not_shown": seg_labels.not_shown_reason(engine.info.segmentation_labels)}
         if self.writer is not None:
             metrics["outputs"] = {"bag": str(Path(self.opts.out) / OUTPUT_BAG),
                                   "topics": {t: self.writer.counts.get(t, 0) for t in OUTPUT_TOPICS.values()
@@ -582,7 +594,8 @@ class BagEvaluator:
 
         pictures = {}
         if self.samples:
-            pictures["samples"] = report_mod.save_sample_grid(self.samples, out / "samples.png")
+            pictures["samples"] = report_mod.save_sample_grid(self.samples, out / "samples.png",
+                                                              report_mod.sample_columns(self.segmentation_trained))
         if self.report is not None:
             from ..metrics import plot_pr_curves
 

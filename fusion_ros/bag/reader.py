@@ -178,9 +178,14 @@ def _describe_storage_error(path: Path, exc: BaseException) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.suffix in (".mcap", ".db3"))
     names = ", ".join(p.name for p in files) or "its storage file"
     hints = []
-    if any(p.suffix == ".mcap" for p in files) or path.suffix == ".mcap":
-        hints.append("an mcap recording that was cut off can be evaluated up to its last complete chunk with "
-                     "`fusion-eval-bag --allow-truncated`")
+    for mcap in (p for p in files if p.suffix == ".mcap" and p.is_file()):
+        starts, ends = _mcap_magic(mcap)
+        if not starts:
+            hints.append(f"{mcap.name} does not begin with the mcap magic: it is not an mcap recording, or its start "
+                         "is damaged (--allow-truncated only recovers a recording cut off at its end)")
+        elif not ends:
+            hints.append(f"{mcap.name} was cut off before its footer: it can be evaluated up to its last complete "
+                         "chunk with `fusion-eval-bag --allow-truncated`")
     if any(p.suffix == ".db3" for p in files) and shutil.which("sqlite3"):
         hints.append("a damaged db3 may be repairable with `sqlite3 FILE .recover`")
     return f"cannot read bag {path}: {names} is truncated or corrupt ({text})" + (f"; {'; '.join(hints)}" if hints
@@ -221,13 +226,21 @@ def truncated_mcap(path: Path) -> Path | None:
     files = [path] if path.is_file() else (sorted(path.glob("*.mcap")) if path.is_dir() else [])
     if len(files) != 1 or files[0].suffix != ".mcap":
         return None
-    file = files[0]
+    starts, ends = _mcap_magic(files[0])
+    return files[0] if starts and not ends else None
+
+
+def _mcap_magic(file: Path) -> tuple[bool, bool]:
+    """(the file begins with the mcap magic, it also ends with it): a recording cut off before its footer
+    has only the first; a file that lacks the first is no mcap recording at all (or its start is damaged)."""
     size = file.stat().st_size
     with open(file, "rb") as fh:
-        if fh.read(8) != MCAP_MAGIC or size < 16:
-            return None
+        if fh.read(8) != MCAP_MAGIC:
+            return False, False
+        if size < 16:
+            return True, False
         fh.seek(size - 8)
-        return None if fh.read(8) == MCAP_MAGIC else file
+        return True, fh.read(8) == MCAP_MAGIC
 
 
 def recover_truncated_mcap(source: Path, recovered: Path) -> McapRecovery:

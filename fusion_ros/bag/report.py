@@ -1,7 +1,8 @@
 """Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate); the grid and the latency
 histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval).
 
-``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation.
+``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation (the
+last only for a segmentation head trained on labels: ``sample_columns``).
 ``save_latency_histogram``: per-pair latency histograms (total, engine, and its inference part).
 ``write_report``: report.md from the metrics dict, linking the PNGs beside it.
 Matplotlib is used through Figure + the Agg canvas (no pyplot state, no display needed).
@@ -18,6 +19,11 @@ from ..summary import fmt_num as _num, latency_table
 COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
            ("segmentation", "segmentation"))
 TILE_WIDTH = 320
+
+
+def sample_columns(segmentation_trained: bool, columns=COLUMNS) -> tuple:
+    """``columns`` without the segmentation panel for a head trained on no labels (its masks are noise)."""
+    return columns if segmentation_trained else tuple(c for c in columns if c[0] != "segmentation")
 
 
 def _tile(image: np.ndarray | None, width: int, height: int) -> np.ndarray:
@@ -146,6 +152,8 @@ def write_report(metrics: dict, path: str | Path) -> Path:
     lines += ["## Segmentation", ""]
     if seg is None:
         lines += ["No segmentation ground truth.", ""]
+    elif "not_shown" in seg:
+        lines += [f"Not shown: {seg['not_shown']}.", ""]
     else:
         lines += [f"mIoU **{_num(seg['mIoU'])}**, pixel accuracy {_num(seg['pixel_accuracy'])} over {seg['frames']} "
                   f"frames (`{m['ground_truth']['segmentation']}`).", "", "| class | IoU |", "|---|---:|"]

@@ -221,7 +221,7 @@ def make_sample_bag(
               "fusion_ros.detection_classes": json.dumps(det_names)}
 
     coco_frames = []
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     with BagWriter(out, storage=storage, custom_data=custom) as writer:
         writer.add_topic(THERMAL_TOPIC, IMAGE)
@@ -229,7 +229,7 @@ def make_sample_bag(
         if ground_truth:
             writer.add_topic(GT_DETECTIONS_TOPIC, DETECTION2D_ARRAY)
             writer.add_topic(GT_SEGMENTATION_TOPIC, IMAGE)
-        for log_ns, _, topic, index in tqdm(events, desc="sample bag", unit="msg", disable=not progress):
+        for log_ns, _, topic, index in progress_bar(events, desc="sample bag", unit="msg", disable=not progress):
             if topic == THERMAL_TOPIC:
                 t = float(t_thermal[index])
                 sample = drive.frame(t)

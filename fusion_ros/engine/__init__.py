@@ -83,7 +83,7 @@ def resolve_artifacts(path: str | Path) -> dict[str, Path]:
     """
     import json
 
-    from .sidecar import sidecar_path
+    from .sidecar import sidecar_path, source_model_path
     from .tensorrt_backend import ENGINE_SUFFIXES
 
     path = Path(path)
@@ -108,9 +108,10 @@ def resolve_artifacts(path: str | Path) -> dict[str, Path]:
     elif suffix == ".onnx":
         found["onnxruntime"] = path
         engine_for(path)
-        source = sidecar(path).get("source_model") or {}
-        if source.get("file") and _sha_matches(Path(source["file"]), source.get("sha256")):
-            found["torch"] = Path(source["file"])
+        data = sidecar(path)
+        source = source_model_path(path, data)
+        if source is not None and _sha_matches(source, data["source_model"].get("sha256")):
+            found["torch"] = source
     elif suffix in MODEL_SUFFIXES:
         found["torch"] = path
         onnx = path.with_suffix(".onnx")

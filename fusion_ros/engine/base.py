@@ -79,6 +79,7 @@ class ModelInfo:
     model_version: str = ""
     source: str = ""  # the file it came from
     chroma: str = "visible"  # the model's colour rule (model.ModelConfig.chroma), for camera-size fusion
+    segmentation_labels: str = "unknown"  # what the segmentation head learnt from (fusion_ros.segmentation_labels)
 
 
 # --------------------------------------------------------------------------------------------- result

@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from ..segmentation_labels import checked
 from .base import INPUT_NAMES, OUTPUT_NAMES, ModelFileError, ModelInfo, SidecarError
 
 ONNX_FORMAT = "fusion_ros.onnx/1"
@@ -34,6 +35,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def relative_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators): what a sidecar or metrics file records of another
+    file, so that a copied folder still finds it, on any machine (an absolute path points nowhere there)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+
+
+def source_model_path(artifact: str | Path, data: dict) -> Path | None:
+    """The model file a sidecar's ``source_model`` names, resolved against the artifact's folder (sidecars
+    written before paths were relative hold an absolute one, which this leaves as it is), or None."""
+    name = (data.get("source_model") or {}).get("file")
+    return Path(artifact).parent / name if name else None
 
 
 def write_json_atomic(path: str | Path, data: dict) -> Path:
@@ -113,6 +127,7 @@ def model_info_from_sidecar(data: dict, source: str | Path) -> ModelInfo:
             model_version=str(data.get("model_version", "")),
             source=str(source),
             chroma=str((data.get("model_config") or {}).get("chroma", "visible")),
+            segmentation_labels=checked(data.get("segmentation_labels"), str(sidecar_path(source))),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise SidecarError(f"sidecar {sidecar_path(source)} is malformed ({exc}); re-export") from None

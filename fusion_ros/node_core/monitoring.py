@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -298,10 +299,14 @@ def sync_status(prefix: str, sync_stats, pair_rate: float, slot: LatestSlot | No
 
 
 def engine_status(prefix: str, monitor: EngineMonitor, backend: str, error_threshold: int, now: float,
-                  state: str, configure_error: str = "") -> Status:
+                  state: str, configure_error: str = "", model: str = "", fallback: Sequence[str] = ()) -> Status:
+    """The engine's status. ``model``: the file the engine runs; ``fallback``: why backend auto skipped the
+    backends before it (a broken artifact, no GPU): a loaded engine on a fallback is WARN, not OK, for as
+    long as it runs, so a monitor sees the node is not running what was deployed."""
     values = [
         ("state", state),
         ("backend", backend or "-"),
+        ("model", model or "-"),
         ("processed", _fmt(monitor.processed)),
         ("output_rate_hz", _fmt(monitor.rate.rate(now))),
         ("engine_ms_p50", _fmt(monitor.engine_ms.percentile(50))),
@@ -319,6 +324,8 @@ def engine_status(prefix: str, monitor: EngineMonitor, backend: str, error_thres
     ]
     if monitor.last_error:
         values.append(("last_error", monitor.last_error))
+    if fallback:
+        values.append(("fallback", " | ".join(fallback)))
     name = f"{prefix}: engine"
     if configure_error:
         values.append(("configure_error", configure_error))
@@ -326,8 +333,9 @@ def engine_status(prefix: str, monitor: EngineMonitor, backend: str, error_thres
     if monitor.consecutive_failures >= error_threshold:
         return Status(ERROR, name, f"{monitor.consecutive_failures} consecutive engine failures: "
                       f"{monitor.last_error}", values)
+    fell_back = f"fallback {backend} (skipped {' | '.join(fallback)})" if fallback and backend else ""
     if state != "active":
-        return Status(OK, name, f"{state}", values)
+        return Status(WARN, name, f"{state}, {fell_back}", values) if fell_back else Status(OK, name, state, values)
     p50 = monitor.engine_ms.percentile(50)
-    message = f"{backend}, {p50:.1f} ms p50" if not math.isnan(p50) else f"{backend}, no frames yet"
-    return Status(OK, name, message, values)
+    message = f"{fell_back or backend}, " + (f"{p50:.1f} ms p50" if not math.isnan(p50) else "no frames yet")
+    return Status(WARN if fell_back else OK, name, message, values)

@@ -86,24 +86,25 @@ def classify_error(message: str) -> str:
     return "invalid"
 
 
-def check_thermal_size(thermal_hw: tuple[int, int], calibrated_wh: tuple[int, int] | None,
-                       mode: str) -> str | None:
-    """Reason a thermal frame does not match the size its registration was calibrated for, or None."""
+def check_calibrated_size(camera: str, image_hw: tuple[int, int], calibrated_wh: tuple[int, int] | None,
+                          mode: str) -> str | None:
+    """Reason a ``camera`` ('thermal' / 'rgb') frame does not match the size its registration was calibrated
+    for, or None."""
     if calibrated_wh is None:
         return None
     width, height = calibrated_wh
-    if tuple(thermal_hw) == (height, width):
+    if tuple(image_hw) == (height, width):
         return None
-    return (f"thermal image is {thermal_hw[1]}x{thermal_hw[0]} (WxH) but registration ({mode}) is calibrated for "
-            f"{width}x{height} (registration.thermal_width/thermal_height): not fused with a homography made for "
-            "another resolution; recalibrate for this resolution or set the camera back")
+    return (f"{camera} image is {image_hw[1]}x{image_hw[0]} (WxH) but registration ({mode}) is calibrated for "
+            f"{width}x{height} (registration.{camera}_width/{camera}_height): not fused with a homography made "
+            "for another resolution; recalibrate for this resolution or set the camera back")
 
 
 def check_pair_geometry(thermal_hw: tuple[int, int], rgb_hw: tuple[int, int], identity: bool,
                         max_aspect_mismatch: float) -> str | None:
     """Reason a thermal/RGB pair cannot be registered, or None. A homography maps any thermal size onto
-    the RGB grid (check_thermal_size binds it to its calibrated size); identity registration only resizes,
-    so the aspect ratios must agree."""
+    the RGB grid (check_calibrated_size binds it to its calibrated sizes); identity registration only
+    resizes, so the aspect ratios must agree."""
     if not identity:
         return None
     if thermal_hw == rgb_hw:
@@ -188,9 +189,10 @@ def prepare_inputs(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
         except ImageConversionError as exc:
             raise PairRejected(index, classify_error(str(exc)), str(exc)) from None
     (thermal, t_enc), (color, c_enc) = decoded
-    reason = check_thermal_size(thermal.shape[:2], cfg.thermal_size, cfg["registration.mode"])
-    if reason:
-        raise PairRejected(THERMAL_INDEX, "thermal_size", reason)
+    for index, camera, image in ((THERMAL_INDEX, "thermal", thermal), (RGB_INDEX, "rgb", color)):
+        reason = check_calibrated_size(camera, image.shape[:2], cfg.calibrated_size(camera), cfg["registration.mode"])
+        if reason:
+            raise PairRejected(index, f"{camera}_size", reason)
     reason = check_pair_geometry(thermal.shape[:2], color.shape[:2], cfg.registration.is_identity,
                                  cfg["registration.max_aspect_mismatch"])
     if reason:

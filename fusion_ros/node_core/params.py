@@ -16,6 +16,7 @@ import numpy as np
 from ..engine.base import FUSED_RESOLUTIONS
 from ..image_conversions import DEFAULT_MAX_PIXELS
 from ..postprocess import POSTPROCESS_LIMITS, PostprocessConfig, postprocess_problem
+from .. import segmentation_labels as seg_labels
 from ..registration import Registration
 from ..topics import RGB_TOPIC, THERMAL_TOPIC
 
@@ -140,7 +141,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "", "model file (.pt), ONNX export (.onnx + .onnx.json) or TensorRT engine "
               "(.engine + .engine.json); empty: the bundled fusion_ros/models/default.pt"),
     ParamSpec("backend", "auto", "inference backend; auto picks tensorrt > onnxruntime > torch among the "
-              "artifacts found beside model_path", "auto|onnxruntime|torch|tensorrt", _one_of(BACKENDS)),
+              "artifacts found beside model_path, past one that cannot run with a WARN (log and /diagnostics); "
+              "a named backend refuses instead", "auto|onnxruntime|torch|tensorrt", _one_of(BACKENDS)),
     ParamSpec("device", "auto", "compute device; auto: cuda when the backend can use a GPU here",
               "auto|cpu|cuda", _one_of(("auto", "cpu", "cuda"))),
     ParamSpec("num_threads", 0, "CPU threads for the engine (torch intra-op / onnxruntime intra-op); "
@@ -212,6 +214,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               "0 or [1, 65535]", _in_range(0, 65535)),
     ParamSpec("registration.thermal_height", 0, "height (pixels) of the calibrated thermal image (see "
               "registration.thermal_width)", "0 or [1, 65535]", _in_range(0, 65535)),
+    ParamSpec("registration.rgb_width", 0, "width (pixels) of the RGB image the registration was calibrated "
+              "for; required (> 0) for homography and planar (the homography maps onto that pixel grid), optional "
+              "for identity (0: any). An RGB image of another size is rejected [rgb_size]", "0 or [1, 65535]",
+              _in_range(0, 65535)),
+    ParamSpec("registration.rgb_height", 0, "height (pixels) of the calibrated RGB image (see "
+              "registration.rgb_width)", "0 or [1, 65535]", _in_range(0, 65535)),
     ParamSpec("registration.border", "constant", "RGB pixels outside the thermal view: constant (0) or "
               "replicate (edge pixels)", "constant|replicate", _one_of(BORDERS)),
     ParamSpec("registration.max_aspect_mismatch", 0.02, "identity mode: largest relative difference of the "
@@ -222,9 +230,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               "has an empty one", check=_frame_id),
     ParamSpec("publish_fused", True, "publish fused/image (bgr8)"),
     ParamSpec("publish_detections", True, "publish detections (vision_msgs/Detection2DArray)"),
-    ParamSpec("publish_segmentation", False, "publish segmentation/mask (mono8 class ids); off by default: the "
-              "bundled model's segmentation output has never seen a real label"),
-    ParamSpec("publish_segmentation_color", False, "publish segmentation/color (bgr8 class colours)"),
+    ParamSpec("publish_segmentation", False, "publish segmentation/mask (mono8 class ids); needs a model whose "
+              "segmentation head was trained on real camera labels (its model file says), else configure fails "
+              "(see allow_segmentation_without_real_labels); the bundled model's never saw a real label"),
+    ParamSpec("publish_segmentation_color", False, "publish segmentation/color (bgr8 class colours); same condition"),
+    ParamSpec("allow_segmentation_without_real_labels", False, "publish the segmentation topics from a head not "
+              "trained on real camera labels (generated scenes only, no labels, or not recorded) anyway, with a "
+              "warning; false: configure fails instead"),
     ParamSpec("publish_detection_image", False, "publish detections/image (bgr8 fused image with boxes)"),
     # diagnostics
     ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages", "[0.05, 60]",
@@ -339,10 +351,10 @@ class NodeConfig:
         h, w = self.values["input_height"], self.values["input_width"]
         return (h, w) if h and w else None
 
-    @property
-    def thermal_size(self) -> tuple[int, int] | None:
-        """(width, height) of the thermal image the registration is calibrated for, or None (any size)."""
-        w, h = self.values["registration.thermal_width"], self.values["registration.thermal_height"]
+    def calibrated_size(self, camera: str) -> tuple[int, int] | None:
+        """(width, height) of the ``camera`` ('thermal' or 'rgb') image the registration is calibrated for, or
+        None (any size)."""
+        w, h = self.values[f"registration.{camera}_width"], self.values[f"registration.{camera}_height"]
         return (w, h) if w and h else None
 
     @property
@@ -408,15 +420,18 @@ def validate_params(raw: dict) -> NodeConfig:
             registration = Registration.from_config(registration_config(values))
         except ValueError as exc:
             problems.append(f"registration.{values['registration.mode']}: {exc}")
-    if not any(p.startswith(("registration.thermal_", "registration.mode")) for p in problems):
-        tw, th = values["registration.thermal_width"], values["registration.thermal_height"]
-        if (tw == 0) != (th == 0):
-            problems.append(f"registration.thermal_width/thermal_height: set both or neither, got {tw}x{th}")
-        elif tw == 0 and values["registration.mode"] != "identity":
+    mode = values["registration.mode"]
+    for camera in ("thermal", "rgb"):  # a homography maps one thermal pixel grid onto one RGB pixel grid
+        names = f"registration.{camera}_width/{camera}_height"
+        if any(p.startswith((f"registration.{camera}_", "registration.mode")) for p in problems):
+            continue
+        w, h = values[f"registration.{camera}_width"], values[f"registration.{camera}_height"]
+        if (w == 0) != (h == 0):
+            problems.append(f"{names}: set both or neither, got {w}x{h}")
+        elif w == 0 and mode != "identity":
             problems.append(
-                f"registration.thermal_width/thermal_height: registration.mode {values['registration.mode']} "
-                "maps thermal pixels, so it holds for one thermal resolution only: set the width and height of "
-                "the thermal image it was calibrated for")
+                f"{names}: registration.mode {mode} maps thermal pixels onto RGB pixels, so it holds for one "
+                f"{camera} resolution only: set the width and height of the {camera} image it was calibrated for")
     if problems:
         raise ParamError(problems)
     return NodeConfig(values, registration)
@@ -432,6 +447,17 @@ def check_runtime_update(name: str, value, configured: bool) -> tuple[Any, str |
         return value, (f"{name} is read when the node is configured; deactivate and clean up the node, set "
                        f"it, then configure again (runtime-updatable: {', '.join(DYNAMIC_PARAMS)})")
     return value, None
+
+
+def segmentation_publish_problem(cfg: NodeConfig, labels: str) -> str | None:
+    """Why the configured segmentation topics may not be published from a head trained on ``labels`` (the
+    model's segmentation_labels), or None: only a head trained on real camera labels publishes by default."""
+    topics = [name for name in ("publish_segmentation", "publish_segmentation_color") if cfg[name]]
+    if not topics or labels == seg_labels.REAL or cfg["allow_segmentation_without_real_labels"]:
+        return None
+    return (f"{' and '.join(topics)}: the model's segmentation head {seg_labels.DESCRIPTIONS[labels]} "
+            f"(segmentation_labels: {labels}); publish no segmentation, use a model trained on real segmentation "
+            "labels, or set allow_segmentation_without_real_labels: true to publish it anyway")
 
 
 def engine_options(cfg: NodeConfig) -> dict:

@@ -24,6 +24,7 @@ shuts down, and the process exits 0 (see fusion_ros.nodes.signals).
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from .. import node_core as core
+from .. import segmentation_labels as seg_labels
 from .. import topics
 from ..image_conversions import ImageConversionError
 from ..sync import ApproximateTimeSynchronizer
@@ -61,6 +63,24 @@ _ROS_TYPES = {
 }
 # parameters every rclpy node may carry besides ours (not reported as unknown)
 _FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+
+
+class _LibraryLogToNode(logging.Handler):
+    """The fusion_ros library's Python log records (e.g. the auto backend skipping a broken ONNX file) as
+    lines of the node's log, with its severity, instead of bare lines on stderr."""
+
+    def __init__(self, node_logger):
+        super().__init__()
+        self._node_logger = node_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._node_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self._node_logger.warning(text)
+        else:
+            self._node_logger.info(text)
 
 
 class _Pair:
@@ -172,15 +192,23 @@ class FusionNode(LifecycleNode):
         return {spec.name: self.get_parameter(spec.name).value for spec in core.PARAMS}
 
     def _coerce_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
-        """Pre-set hook: an integer for a double parameter (``score_threshold:=1``) becomes a double."""
+        """Pre-set hook: an integer for a double parameter (``score_threshold:=1``) becomes a double; a value of
+        another type is left for rclpy to reject (its reason, "Wrong parameter type, expected '3' got '4'",
+        names neither), so the node logs one that names the parameter and both types."""
         out = []
         for param in parameters:
             spec = core.PARAM_SPECS.get(param.name)
-            if spec is not None and spec.kind in ("double", "double_array"):
+            if spec is not None and param.type_ != Parameter.Type.NOT_SET:
                 try:
-                    param = Parameter(param.name, value=core.coerce(spec, param.value))
+                    value = core.coerce(spec, param.value)
                 except TypeError:
-                    pass  # left as is: rclpy rejects the wrong type with its own reason
+                    expected = Parameter.Type(_ROS_TYPES[spec.kind]).name.lower()
+                    self.get_logger().warning(
+                        f"rejected parameter change: {param.name} must be of type {expected}, got "
+                        f"{param.type_.name.lower()} {param.value!r}")
+                else:
+                    if spec.kind in ("double", "double_array"):
+                        param = Parameter(param.name, value=value)
             out.append(param)
         return out
 
@@ -250,6 +278,16 @@ class FusionNode(LifecycleNode):
         except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
             self._fail_configure(f"cannot load the engine: {exc}")
             return TransitionCallbackReturn.FAILURE
+        labels = engine.info.segmentation_labels
+        problem = core.segmentation_publish_problem(cfg, labels)
+        if problem:
+            engine.close()
+            self._fail_configure(problem)
+            return TransitionCallbackReturn.FAILURE
+        if labels != seg_labels.REAL and (cfg["publish_segmentation"] or cfg["publish_segmentation_color"]):
+            self.get_logger().warning(
+                f"publishing segmentation from a head that {seg_labels.DESCRIPTIONS[labels]} "
+                "(allow_segmentation_without_real_labels: true)")
 
         self._engine = engine
         self._cfg = cfg
@@ -263,12 +301,15 @@ class FusionNode(LifecycleNode):
         self._configure_error = ""
         self._state = "inactive"
         h, w = engine.input_size
-        fallbacks = getattr(engine, "fallback_reasons", None)
-        self.get_logger().info(
-            f"configured: {engine.backend} at {w}x{h} (WxH) in {time.perf_counter() - started:.1f} s, "
-            f"{len(self._det_names)} detection classes, registration {cfg['registration.mode']}"
-            + (f"; skipped backends: {' | '.join(fallbacks)}" if fallbacks else "")
-        )
+        summary = (f"configured: {engine.backend} on {engine.info.source} at {w}x{h} (WxH) in "
+                   f"{time.perf_counter() - started:.1f} s, {len(self._det_names)} detection classes, registration "
+                   f"{cfg['registration.mode']}")
+        if engine.fallback_reasons:  # runs, but not what was deployed: say so loudly (and WARN in /diagnostics)
+            self.get_logger().warning(
+                f"{summary}; FALLBACK: backend auto skipped {' | '.join(engine.fallback_reasons)}; fix that "
+                "artifact (or set backend explicitly to refuse instead of falling back)")
+        else:
+            self.get_logger().info(summary)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -580,9 +621,10 @@ class FusionNode(LifecycleNode):
         statuses.append(core.sync_status(self._prefix, stats, self._pair_rate.rate(now), self._slot, stall,
                                          self._jump_backs))
         engine = self._engine
-        backend = engine.backend if engine is not None else ""
-        statuses.append(core.engine_status(self._prefix, self._engine_monitor, backend, threshold, now, self._state,
-                                           self._configure_error))
+        statuses.append(core.engine_status(
+            self._prefix, self._engine_monitor, engine.backend if engine is not None else "", threshold, now,
+            self._state, self._configure_error, model=engine.info.source if engine is not None else "",
+            fallback=engine.fallback_reasons if engine is not None else ()))
         return statuses
 
 
@@ -597,6 +639,8 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         return 1
     node.warn_dropped_cli_parameters(list(sys.argv if args is None else args))
+    library_log = _LibraryLogToNode(node.get_logger())
+    logging.getLogger("fusion_ros").addHandler(library_log)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -615,6 +659,7 @@ def main(args=None) -> int:
         if stop.requested:
             node.get_logger().info(f"{stop.signal_name}: shutting down")
         node.teardown()  # worker stopped and publishers destroyed while the context is still valid
+        logging.getLogger("fusion_ros").removeHandler(library_log)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
