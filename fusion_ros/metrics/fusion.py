@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from functools import cached_property
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -210,6 +211,72 @@ def _filter_valid(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return full[r : img.shape[0] - r, r : img.shape[1] - r]
 
 
+def _vif_kernel(scale: int) -> np.ndarray:
+    n = 2 ** (_VIF_SCALES - scale + 1) + 1
+    return _gaussian_kernel(n, n / 5.0)
+
+
+def _sobel(img: np.ndarray, sobel_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edge strength and orientation (atan(Sy/Sx), π/2 where Sx = 0), zero-padded like conv2 'same'."""
+    sx = cv2.filter2D(img, cv2.CV_64F, sobel_x, borderType=cv2.BORDER_CONSTANT)
+    sy = cv2.filter2D(img, cv2.CV_64F, _SOBEL_Y, borderType=cv2.BORDER_CONSTANT)
+    strength = np.sqrt(sx * sx + sy * sy)
+    vertical = sx == 0
+    angle = np.where(vertical, np.pi / 2, np.arctan(sy / np.where(vertical, 1.0, sx)))
+    return strength, angle
+
+
+class _Image:
+    """One validated grey image (float64) and what the pairwise metrics need of it alone, computed on
+    first use: a source's statistics serve every fused image scored against it, a fused image's serve
+    both sources."""
+
+    def __init__(self, img: np.ndarray, convention: Convention):
+        self.img = img
+        self.convention = convention
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        return _levels(self.img)
+
+    @cached_property
+    def centered(self) -> tuple[np.ndarray, float]:
+        """(img - mean, sum of squares): the parts of a correlation that are the image's own."""
+        c = self.img - self.img.mean()
+        return c, float((c * c).sum())
+
+    @cached_property
+    def ssim_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Windowed mean and (normalised) variance."""
+        w = self.convention.ssim_window
+        mu = _filter_valid(self.img, w.kernel)
+        return mu, w.cov_norm * (_filter_valid(self.img * self.img, w.kernel) - mu * mu)
+
+    @cached_property
+    def sobel(self) -> tuple[np.ndarray, np.ndarray]:
+        return _sobel(self.img, self.convention.sobel_x)
+
+    @cached_property
+    def vif_scales(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per scale: the image at that scale, its windowed mean and (clamped) variance. The global mean
+        is removed first: VIF uses only (co)variances, and E[x²] - E[x]² then rounds less in flat regions."""
+        img = self.img - self.img.mean()
+        out = []
+        for scale in range(1, _VIF_SCALES + 1):
+            k = _vif_kernel(scale)
+            if scale > 1:
+                img = _filter_valid(img, k)[::2, ::2]
+            mu = _filter_valid(img, k)
+            out.append((img, mu, np.maximum(_filter_valid(img * img, k) - mu * mu, 0.0)))
+        return out
+
+    @cached_property
+    def vif_information(self) -> float:
+        """VIF's denominator for this image as the reference: the information it holds."""
+        return sum(float(np.log10(1.0 + np.where(s1 < _VIF_EPS, 0.0, s1) / _VIF_NOISE_VAR).sum())
+                   for _, _, s1 in self.vif_scales)
+
+
 # ----------------------------------------------------------------------------- single-image metrics
 
 
@@ -249,92 +316,97 @@ def average_gradient(image, convention: str | Convention = "project") -> float:
 # ----------------------------------------------------------------------------- pairwise metrics
 
 
-def _mutual_information(a: np.ndarray, b: np.ndarray, log=np.log2) -> float:
-    joint = np.bincount(_levels(a) * _LEVELS + _levels(b), minlength=_LEVELS * _LEVELS)
-    joint = joint.reshape(_LEVELS, _LEVELS) / a.size
+def _mutual_information(a: _Image, b: _Image) -> float:
+    joint = np.bincount(a.levels * _LEVELS + b.levels, minlength=_LEVELS * _LEVELS)
+    joint = joint.reshape(_LEVELS, _LEVELS) / a.img.size
     pa = joint.sum(axis=1)
     pb = joint.sum(axis=0)
     ia, ib = np.nonzero(joint)
     pj = joint[ia, ib]
-    return float(max(0.0, (pj * log(pj / (pa[ia] * pb[ib]))).sum()))
+    return float(max(0.0, (pj * a.convention.mi_log(pj / (pa[ia] * pb[ib]))).sum()))
 
 
-def _correlation(a: np.ndarray, b: np.ndarray, undefined: float) -> float:
+def _correlation(a: _Image, b: np.ndarray, undefined: float) -> float:
     """Pearson correlation; `undefined` where either image has no variance."""
-    a0, b0 = a - a.mean(), b - b.mean()
-    den = math.sqrt(float((a0 * a0).sum()) * float((b0 * b0).sum()))
+    a0, a_ss = a.centered
+    b0 = b - b.mean()
+    den = math.sqrt(a_ss * float((b0 * b0).sum()))
     return float((a0 * b0).sum()) / den if den > 0.0 else undefined
 
 
-def _scd(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, undefined: float) -> float:
-    return _correlation(ir, fused - vi, undefined) + _correlation(vi, fused - ir, undefined)
+def _scd(fused: _Image, ir: _Image, vi: _Image) -> float:
+    undefined = fused.convention.undefined
+    return _correlation(ir, fused.img - vi.img, undefined) + _correlation(vi, fused.img - ir.img, undefined)
 
 
-def _ssim(a: np.ndarray, b: np.ndarray, window: SsimWindow) -> float:
-    k = window.kernel
-    mu_a, mu_b = _filter_valid(a, k), _filter_valid(b, k)
-    mu_aa, mu_bb, mu_ab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
-    var_a = window.cov_norm * (_filter_valid(a * a, k) - mu_aa)
-    var_b = window.cov_norm * (_filter_valid(b * b, k) - mu_bb)
-    cov = window.cov_norm * (_filter_valid(a * b, k) - mu_ab)
+def _ssim(a: _Image, b: _Image) -> float:
+    window = a.convention.ssim_window
+    (mu_a, var_a), (mu_b, var_b) = a.ssim_moments, b.ssim_moments
+    mu_ab = mu_a * mu_b
+    cov = window.cov_norm * (_filter_valid(a.img * b.img, window.kernel) - mu_ab)
     c1, c2 = window.c1, window.c2
-    ssim_map = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_aa + mu_bb + c1) * (var_a + var_b + c2))
+    ssim_map = ((2 * mu_ab + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
     return float(ssim_map.mean())
 
 
-def _vifp(ref: np.ndarray, dist: np.ndarray, flat_reference: float = 0.0) -> float:
-    # VIF uses only (co)variances, so removing the global means changes nothing but the rounding error
-    # of E[x²] - E[x]² in flat regions.
-    ref = ref - ref.mean()
-    dist = dist - dist.mean()
-    num = den = 0.0
-    for scale in range(1, _VIF_SCALES + 1):
-        n = 2 ** (_VIF_SCALES - scale + 1) + 1
-        k = _gaussian_kernel(n, n / 5.0)
-        if scale > 1:
-            ref = _filter_valid(ref, k)[::2, ::2]
-            dist = _filter_valid(dist, k)[::2, ::2]
-        mu1, mu2 = _filter_valid(ref, k), _filter_valid(dist, k)
-        s1 = np.maximum(_filter_valid(ref * ref, k) - mu1 * mu1, 0.0)
-        s2 = np.maximum(_filter_valid(dist * dist, k) - mu2 * mu2, 0.0)
-        s12 = _filter_valid(ref * dist, k) - mu1 * mu2
-        # Same sequence of special cases as vifp_mscale.m.
+def _vifp(ref: _Image, dist: _Image) -> float:
+    num = 0.0
+    for scale, ((r, mu1, s1), (d, mu2, s2)) in enumerate(zip(ref.vif_scales, dist.vif_scales), start=1):
+        s12 = _filter_valid(r * d, _vif_kernel(scale)) - mu1 * mu2
         g = s12 / (s1 + _VIF_EPS)
-        sv = s2 - g * s12
-        flat_ref = s1 < _VIF_EPS
-        g[flat_ref] = 0.0
-        sv[flat_ref] = s2[flat_ref]
-        s1[flat_ref] = 0.0
-        flat_dist = s2 < _VIF_EPS
-        g[flat_dist] = 0.0
-        sv[flat_dist] = 0.0
-        neg = g < 0
-        sv[neg] = s2[neg]
-        g[neg] = 0.0
-        sv = np.maximum(sv, _VIF_EPS)
-        num += float(np.log10(1.0 + g * g * s1 / (sv + _VIF_NOISE_VAR)).sum())
-        den += float(np.log10(1.0 + s1 / _VIF_NOISE_VAR).sum())
-    return num / den if den > 0.0 else flat_reference
+        # vifp_mscale.m sets the gain g to 0 where either variance is below eps or g < 0 (and then changes
+        # sv² there); a position with g = 0 adds log10(1) = 0, so only the others are summed.
+        kept = (g > 0) & (s1 >= _VIF_EPS) & (s2 >= _VIF_EPS)
+        g, s1_kept = g[kept], s1[kept]
+        sv = np.maximum(s2[kept] - g * s12[kept], _VIF_EPS)
+        num += float(np.log10(1.0 + g * g * s1_kept / (sv + _VIF_NOISE_VAR)).sum())
+    den = ref.vif_information
+    return num / den if den > 0.0 else ref.convention.vif_flat_reference
+
+
+def _edge_preservation(src: _Image, fused: _Image) -> np.ndarray:
+    """Q^{SF}: how well each source edge survives in the fused image (strength × orientation terms)."""
+    (g_src, a_src), (g_fused, a_fused) = src.sobel, fused.sobel
+    g_hi = np.maximum(g_src, g_fused)
+    g_ratio = np.divide(np.minimum(g_src, g_fused), g_hi, out=np.zeros_like(g_hi), where=g_hi > 0)
+    if src.convention.qabf_equal_strength_ratio_is_fused:
+        g_ratio = np.where(g_src == g_fused, g_fused, g_ratio)
+    a_rel = 1.0 - np.abs(a_src - a_fused) / (np.pi / 2)
+    q_g = _QABF_TG / (1.0 + np.exp(_QABF_KG * (g_ratio - _QABF_DG)))
+    q_a = _QABF_TA / (1.0 + np.exp(_QABF_KA * (a_rel - _QABF_DA)))
+    return q_g * q_a
+
+
+def _qabf(fused: _Image, ir: _Image, vi: _Image) -> float:
+    w_ir, w_vi = ir.sobel[0] ** _QABF_L, vi.sobel[0] ** _QABF_L
+    den = float((w_ir + w_vi).sum())
+    if den == 0.0:
+        return fused.convention.undefined
+    num = (_edge_preservation(ir, fused) * w_ir + _edge_preservation(vi, fused) * w_vi).sum()
+    return float(num / den)
+
+
+def _images(names_images: dict[str, object], convention, min_size: int = 1) -> list[_Image]:
+    conv = convention_named(convention)
+    return [_Image(img, conv) for img in _as_images(names_images, min_size)]
 
 
 def mutual_information(a, b, convention: str | Convention = "project") -> float:
     """MI(a, b) from the 256×256 joint grey histogram, in bits (project) or nats (cddfuse); the fusion
     score is MI(F,IR) + MI(F,VI)."""
-    return _mutual_information(*_as_images({"a": a, "b": b}), log=convention_named(convention).mi_log)
+    return _mutual_information(*_images({"a": a, "b": b}, convention))
 
 
 def scd(fused, ir, vi, convention: str | Convention = "project") -> float:
     """SCD: corr(IR, F − VI) + corr(VI, F − IR), how much of each source the fused image adds to the other
     (2 for F = IR + VI − c). A term without variance is 0 (project) or NaN (cddfuse)."""
-    f, a, b = _as_images({"fused": fused, "ir": ir, "vi": vi})
-    return _scd(f, a, b, convention_named(convention).undefined)
+    return _scd(*_images({"fused": fused, "ir": ir, "vi": vi}, convention))
 
 
 def ssim(a, b, convention: str | Convention = "project") -> float:
     """SSIM (project: 11×11 Gaussian σ=1.5, L=255; cddfuse: 7×7 uniform, sample covariance, L=2), mean over
     the 'valid' windows; the fusion score is SSIM(F,IR) + SSIM(F,VI)."""
-    window = convention_named(convention).ssim_window
-    return _ssim(*_as_images({"a": a, "b": b}, min_size=window.size), window)
+    return _ssim(*_images({"a": a, "b": b}, convention, convention_named(convention).ssim_window.size))
 
 
 def vifp(reference, distorted, convention: str | Convention = "project") -> float:
@@ -343,47 +415,7 @@ def vifp(reference, distorted, convention: str | Convention = "project") -> floa
     The fusion score is VIFp(IR,F) + VIFp(VI,F). A flat reference gives 0.0 (project: no information to
     keep) or 1.0 (cddfuse).
     """
-    ref, dist = _as_images({"reference": reference, "distorted": distorted}, min_size=_VIF_MIN_SIZE)
-    return _vifp(ref, dist, convention_named(convention).vif_flat_reference)
-
-
-# ----------------------------------------------------------------------------- Qabf
-
-
-def _sobel(img: np.ndarray, sobel_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Edge strength and orientation (atan(Sy/Sx), π/2 where Sx = 0), zero-padded like conv2 'same'."""
-    sx = cv2.filter2D(img, cv2.CV_64F, sobel_x, borderType=cv2.BORDER_CONSTANT)
-    sy = cv2.filter2D(img, cv2.CV_64F, _SOBEL_Y, borderType=cv2.BORDER_CONSTANT)
-    strength = np.sqrt(sx * sx + sy * sy)
-    vertical = sx == 0
-    angle = np.where(vertical, np.pi / 2, np.arctan(sy / np.where(vertical, 1.0, sx)))
-    return strength, angle
-
-
-def _edge_preservation(g_src, a_src, g_fused, a_fused, equal_ratio_is_fused: bool) -> np.ndarray:
-    """Q^{SF}: how well each source edge survives in the fused image (strength × orientation terms)."""
-    g_hi = np.maximum(g_src, g_fused)
-    g_ratio = np.divide(np.minimum(g_src, g_fused), g_hi, out=np.zeros_like(g_hi), where=g_hi > 0)
-    if equal_ratio_is_fused:
-        g_ratio = np.where(g_src == g_fused, g_fused, g_ratio)
-    a_rel = 1.0 - np.abs(a_src - a_fused) / (np.pi / 2)
-    q_g = _QABF_TG / (1.0 + np.exp(_QABF_KG * (g_ratio - _QABF_DG)))
-    q_a = _QABF_TA / (1.0 + np.exp(_QABF_KA * (a_rel - _QABF_DA)))
-    return q_g * q_a
-
-
-def _qabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, convention: Convention) -> float:
-    g_f, a_f = _sobel(fused, convention.sobel_x)
-    g_ir, a_ir = _sobel(ir, convention.sobel_x)
-    g_vi, a_vi = _sobel(vi, convention.sobel_x)
-    w_ir, w_vi = g_ir**_QABF_L, g_vi**_QABF_L
-    den = float((w_ir + w_vi).sum())
-    if den == 0.0:
-        return convention.undefined
-    quirk = convention.qabf_equal_strength_ratio_is_fused
-    num = (_edge_preservation(g_ir, a_ir, g_f, a_f, quirk) * w_ir
-           + _edge_preservation(g_vi, a_vi, g_f, a_f, quirk) * w_vi).sum()
-    return float(num / den)
+    return _vifp(*_images({"reference": reference, "distorted": distorted}, convention, _VIF_MIN_SIZE))
 
 
 def qabf(fused, ir, vi, convention: str | Convention = "project") -> float:
@@ -391,10 +423,34 @@ def qabf(fused, ir, vi, convention: str | Convention = "project") -> float:
 
     Sources without any edges give 0.0 (project) or NaN (cddfuse).
     """
-    return _qabf(*_as_images({"fused": fused, "ir": ir, "vi": vi}, min_size=2), convention_named(convention))
+    return _qabf(*_images({"fused": fused, "ir": ir, "vi": vi}, convention, 2))
 
 
 # ----------------------------------------------------------------------------- all at once
+
+
+def fusion_metrics_of_many(fused_images: Mapping[str, object], ir, vi,
+                           convention: str | Convention = "project") -> dict[str, dict[str, float]]:
+    """fusion_metrics for several fused images of one pair: {name: metrics}. What the metrics need of the
+    two sources is computed once for all of them (about half the work of scoring one image)."""
+    conv = convention_named(convention)
+    if not fused_images or {"ir", "vi"} & set(fused_images):
+        raise ValueError(f"name one or more fused images other than 'ir' and 'vi', got {list(fused_images)}")
+    *fused, a, b = _images({**fused_images, "ir": ir, "vi": vi}, conv, conv.min_size)
+    out = {}
+    for name, f in zip(fused_images, fused):
+        out[name] = {
+            "EN": _entropy(f.img),
+            "SD": float(np.std(f.img)),
+            "SF": _spatial_frequency(f.img),
+            "AG": conv.average_gradient(f.img),
+            "MI": _mutual_information(f, a) + _mutual_information(f, b),
+            "SCD": _scd(f, a, b),
+            "VIF": _vifp(a, f) + _vifp(b, f),
+            "Qabf": _qabf(f, a, b),
+            "SSIM": _ssim(f, a) + _ssim(f, b),
+        }
+    return out
 
 
 def fusion_metrics(fused, ir, vi, convention: str | Convention = "project") -> dict[str, float]:
@@ -404,16 +460,4 @@ def fusion_metrics(fused, ir, vi, convention: str | Convention = "project") -> d
     Qabf, SSIM = SSIM(F,IR)+SSIM(F,VI). Images must be at least 41×41. Colour images go through
     ``grey_image`` first.
     """
-    conv = convention_named(convention)
-    f, a, b = _as_images({"fused": fused, "ir": ir, "vi": vi}, min_size=conv.min_size)
-    return {
-        "EN": _entropy(f),
-        "SD": float(np.std(f)),
-        "SF": _spatial_frequency(f),
-        "AG": conv.average_gradient(f),
-        "MI": _mutual_information(f, a, conv.mi_log) + _mutual_information(f, b, conv.mi_log),
-        "SCD": _scd(f, a, b, conv.undefined),
-        "VIF": _vifp(a, f, conv.vif_flat_reference) + _vifp(b, f, conv.vif_flat_reference),
-        "Qabf": _qabf(f, a, b, conv),
-        "SSIM": _ssim(f, a, conv.ssim_window) + _ssim(f, b, conv.ssim_window),
-    }
+    return fusion_metrics_of_many({"fused": fused}, ir, vi, convention)["fused"]
