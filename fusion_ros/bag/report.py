@@ -1,5 +1,5 @@
 """Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate); the grid and the latency
-histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval).
+histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval), the grid fusion-eval-fusion (fusion_ros.fusion_eval).
 
 ``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation.
 ``save_latency_histogram``: per-pair latency histograms (total, engine, and its inference part).
@@ -21,11 +21,19 @@ TILE_WIDTH = 320
 
 
 def _tile(image: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """The image scaled to fit width x height with its aspect kept (black bars where it differs from the
+    grid's: pairs of one folder may differ in size); grey images through the INFERNO colour map."""
+    tile = np.zeros((height, width, 3), np.uint8)
     if image is None:
-        return np.zeros((height, width, 3), np.uint8)
+        return tile
     if image.ndim == 2:
         image = cv2.applyColorMap(image, cv2.COLORMAP_INFERNO)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    fit_w, fit_h = min(width, max(1, round(w * scale))), min(height, max(1, round(h * scale)))
+    y, x = (height - fit_h) // 2, (width - fit_w) // 2
+    tile[y:y + fit_h, x:x + fit_w] = cv2.resize(image, (fit_w, fit_h), interpolation=cv2.INTER_AREA)
+    return tile
 
 
 def save_sample_grid(samples: list[dict], path: str | Path, columns=COLUMNS) -> Path:
