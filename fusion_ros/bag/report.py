@@ -1,5 +1,5 @@
 """Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate); the grid and the latency
-histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval), the grid fusion-eval-fusion (fusion_ros.fusion_eval).
+histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval), the grid fusion-eval-fusion (fusion_ros.quality_eval).
 
 ``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation.
 ``save_latency_histogram``: per-pair latency histograms (total, engine, and its inference part).
