@@ -55,8 +55,8 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
-from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, latency_table
-from .summary import prepare_output_dir
+from .summary import fmt_num as _num, fusion_summary, fusion_table, json_safe as _json_safe, latency_stats as _stats
+from .summary import latency_table, prepare_output_dir
 
 SPLITS = ("all", "train", "heldout", "val")
 OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
@@ -414,9 +414,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         "throughput": {"wall_s": wall_s, "pairs_per_s": len(done) / wall_s if wall_s > 0 else None},
         "detection": detection,
         "subsets": subset_metrics,
-        "fusion_metrics": {"frames": len(fusion_rows),
-                           "mean": {k: float(np.mean([r[k] for r in fusion_rows])) for k in fusion_rows[0]}
-                           if fusion_rows else {}},
+        "fusion_metrics": fusion_summary(fusion_rows),
         "warnings": warnings,
     }
     metrics = _json_safe(metrics)
@@ -503,14 +501,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
     if "latency" in m.get("pictures", {}):
         lines += [f"![latency]({m['pictures']['latency']})", ""]
 
-    fm = m["fusion_metrics"]
-    lines += ["## Fusion quality", ""]
-    if fm["frames"]:
-        lines += [f"Mean over {fm['frames']} pairs (fused vs IR and visible luminance; fusion_ros.metrics.fusion_metrics):",
-                  "", "| " + " | ".join(fm["mean"]) + " |", "|" + "---:|" * len(fm["mean"]),
-                  "| " + " | ".join(_num(v) for v in fm["mean"].values()) + " |", ""]
-    else:
-        lines += ["Not computed.", ""]
+    lines += fusion_table(m["fusion_metrics"], "pairs (fused vs IR and visible luminance)")
     if "samples" in m.get("pictures", {}):
         lines += ["## Sample pairs", "", "Green: labelled boxes; detections at the node's threshold.", "",
                   f"![samples]({m['pictures']['samples']})", ""]

@@ -78,7 +78,8 @@ def test_metrics_sane(setup):
     assert sum(c["num_gt"] for c in det["per_class"].values()) > 0
     seg = m["segmentation"]
     assert seg["frames"] == pairs and 0.0 <= seg["mIoU"] <= 1.0
-    assert m["fusion_metrics"]["frames"] > 0 and set(m["fusion_metrics"]["mean"]) >= {"EN", "SSIM", "Qabf"}
+    assert m["fusion_metrics"]["frames"] > 0 and set(m["fusion_metrics"]["mean"]) >= {"EN", "SCD", "SSIM", "Qabf"}
+    assert m["fusion_metrics"]["convention"] == "project"
     assert m["model"]["backend"].startswith("torch")
     assert m["config"]["sync.slop"] == 0.05  # the node's default
     assert not m["warnings"], m["warnings"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..summary import fmt_num as _num, latency_table
+from ..summary import fmt_num as _num, fusion_table, latency_table
 
 COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
            ("segmentation", "segmentation"))
@@ -160,14 +160,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
         lines += [f"| {n} | {_num(v)} |" for n, v in seg["iou_per_class"].items()]
         lines.append("")
 
-    fm = m["fusion_metrics"]
-    lines += ["## Fusion quality", ""]
-    if fm["frames"]:
-        lines += [f"Mean over {fm['frames']} sampled frames (fused vs registered IR and RGB luminance; "
-                  "fusion_ros.metrics.fusion_metrics):", "", "| " + " | ".join(fm["mean"]) + " |",
-                  "|" + "---:|" * len(fm["mean"]), "| " + " | ".join(_num(v) for v in fm["mean"].values()) + " |", ""]
-    else:
-        lines += ["Not computed.", ""]
+    lines += fusion_table(m["fusion_metrics"], "sampled frames (fused vs registered IR and RGB luminance)")
 
     if "samples" in m.get("pictures", {}):
         lines += ["## Sample frames", "", f"![samples]({m['pictures']['samples']})", ""]
