@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
-    package_data={PACKAGE: ["models/*"]},
+    package_data={PACKAGE: ["models/*", "metrics/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -30,6 +30,7 @@ setup(
             "fusion-make-sample-bag = fusion_ros.bag.sample:main",
             "fusion-eval-bag = fusion_ros.bag.evaluate:main",
             "fusion-eval-pairs = fusion_ros.pairs_eval:main",
+            "fusion-eval-fusion = fusion_ros.quality_eval:main",
             "fusion-play-bag = fusion_ros.nodes.bag_player:main",
             "fusion-make-dataset = fusion_ros.synthetic:main",
             "fusion-train = training.train:main",

@@ -346,26 +346,6 @@ def _imdecode_quietly(buf: np.ndarray):
     return image, [line.strip() for line in ours if line.strip()]
 
 
-def read_image_file(path: str | Path) -> np.ndarray:
-    """``cv2.imread(path, IMREAD_UNCHANGED)``, with what libpng / libjpeg / OpenCV say about bad data in the
-    ValueError (which names the file) instead of on the process's stderr."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not data.size:
-        raise ValueError(f"cannot decode {path}: the file is empty")
-    try:
-        image, complaints = _imdecode_quietly(data)
-    except cv2.error as exc:
-        raise ValueError(f"cannot decode {path}: {exc}") from None
-    if image is None:
-        why = "; ".join(complaints) or "not an image format OpenCV reads"
-        raise ValueError(f"cannot decode {path}: {why}")
-    return image
-
-
 def compressed_to_array(format: str, data, max_pixels: int | None = None) -> tuple[np.ndarray, str]:  # noqa: A002
     """Decode a CompressedImage (``format``, ``data``) -> (array, encoding of the array).
 
@@ -425,3 +405,26 @@ def compressed_to_array(format: str, data, max_pixels: int | None = None) -> tup
         )
     return image, by_layout[key]
 
+
+
+def read_image_file(path, what: str = "image") -> np.ndarray:
+    """An image file as cv2.imread(IMREAD_UNCHANGED) reads it, without the decoders' own lines on stderr.
+
+    ImageConversionError (a ValueError) naming the file when it cannot be read or decoded, or when the
+    decoder reports damage (a truncated JPEG decodes to a grey-filled image that is not the scene)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageConversionError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise ImageConversionError(f"cannot read {what} {path}: the file is empty")
+    try:
+        image, complaints = _imdecode_quietly(data)
+    except cv2.error as exc:
+        raise ImageConversionError(f"cannot decode {what} {path}: {exc}") from None
+    said = f" ({'; '.join(complaints)})" if complaints else ""
+    if image is None:
+        raise ImageConversionError(f"cannot decode {what} {path}: not a complete image file OpenCV reads{said}")
+    if complaints:
+        raise ImageConversionError(f"{what} {path} is damaged{said}")
+    return image

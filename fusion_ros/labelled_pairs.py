@@ -212,24 +212,80 @@ def _jpeg_size(f) -> tuple[int, int] | None:
         f.seek(seg - 2, 1)
 
 
-def _read_image(path: Path, what: str) -> np.ndarray:
-    try:
-        return read_image_file(path)
-    except ValueError as exc:
-        raise ValueError(f"{what} image: {exc}") from None
+@dataclass
+class ImagePairs:
+    """The IR and visible images of one folder, matched by file stem (what ``find_image_pairs`` found)."""
+
+    root: Path
+    ir_root: Path
+    vi_root: Path
+    ir: dict[str, Path]  # stem -> file, every IR image
+    vi: dict[str, Path]  # stem -> file, every visible image
+    stems: list[str]  # the stems with both images, natural order
+    unpaired: dict[str, str]  # stem -> which partner it lacks (left out with unpaired="skip")
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_image_pairs(root: str | Path, *, unpaired: str = "error", ir_dir: str | Path | None = None,
+                     vi_dir: str | Path | None = None, what: str = "image pairs folder",
+                     expected: str = "ir/ and vi/") -> ImagePairs:
+    """Match the images of ``root``'s IR and visible folders by stem (rules in the module docstring).
+
+    LabelledPairsError naming the folder when ``root`` or an image folder is missing, when no stem has
+    both images, or (unless ``unpaired="skip"``) when an image lacks its partner; ``what`` and ``expected``
+    word those messages for the caller's kind of folder."""
+    if unpaired not in ("error", "skip"):
+        raise ValueError(f"unpaired must be one of error, skip, got {unpaired!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LabelledPairsError(f"{what} {root} is not a folder (expected {expected})")
+
+    def image_dir(override, names, role):
+        if override is not None:
+            p = Path(override).expanduser()
+            p = p if p.is_absolute() else root / p
+            if not p.is_dir():
+                raise LabelledPairsError(f"{role} folder {p} not found")
+            return p
+        d = find_subdir(root, names)
+        if d is None:
+            raise LabelledPairsError(f"{root} has no {role} image folder (looked for {', '.join(n + '/' for n in names)}"
+                                     f"); expected {expected}")
+        return d
+
+    ir_root, vi_root = image_dir(ir_dir, IR_DIRS, "infrared"), image_dir(vi_dir, VI_DIRS, "visible")
+    ir, vi = image_files(ir_root), image_files(vi_root)
+    only_ir, only_vi = set(ir) - set(vi), set(vi) - set(ir)
+    left_out: dict[str, str] = {}
+    warnings: list[str] = []
+    if only_ir or only_vi:
+        parts = []
+        if only_ir:
+            parts.append(f"IR images without a visible image in {vi_root}: {_some(only_ir)}")
+        if only_vi:
+            parts.append(f"visible images without an IR image in {ir_root}: {_some(only_vi)}")
+        if unpaired != "skip":
+            raise LabelledPairsError("; ".join(parts) + " (unpaired='skip' / --unpaired skip leaves them out)")
+        left_out = {**{s: f"no visible image in {vi_root}" for s in only_ir},
+                    **{s: f"no IR image in {ir_root}" for s in only_vi}}
+        warnings.append("unpaired images left out: " + "; ".join(parts))
+    stems = sorted(set(ir) & set(vi), key=natural_key)
+    if not stems:
+        raise LabelledPairsError(f"{root}: no IR/visible pairs ({len(ir)} images in {ir_root}, {len(vi)} in {vi_root})")
+    return ImagePairs(root, ir_root, vi_root, ir, vi, stems, left_out, warnings)
 
 
 def load_pair_images(pair: LabelledPair) -> tuple[np.ndarray, np.ndarray]:
     """(ir, rgb) as the engine takes them: IR H x W uint8 or uint16 (3/4-channel grey files reduced to one
-    channel), visible H x W x 3 uint8 RGB (grey expanded). ValueError naming the file and what the decoder
-    said when unreadable (nothing reaches stderr)."""
-    ir = _read_image(pair.ir_path, "infrared")
+    channel), visible H x W x 3 uint8 RGB (grey expanded). ValueError naming the file when unreadable or
+    damaged (the decoders' own complaints go into the message, not onto stderr)."""
+    ir = read_image_file(pair.ir_path, "infrared image")
     if ir.ndim == 3:
         ir = ir[..., 0] if ir.shape[2] == 1 else cv2.cvtColor(
             ir, cv2.COLOR_BGRA2GRAY if ir.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     if ir.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{pair.ir_path}: infrared image must be 8- or 16-bit, got {ir.dtype}")
-    vi = _read_image(pair.vi_path, "visible")
+    vi = read_image_file(pair.vi_path, "visible image")
     if vi.dtype != np.uint8:
         raise ValueError(f"{pair.vi_path}: visible image must be 8-bit, got {vi.dtype}")
     if vi.ndim == 2 or vi.shape[2] == 1:
@@ -535,43 +591,13 @@ def read_labelled_pairs(
                                 ("invalid", invalid, ("drop", "error"))):
         if value not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LabelledPairsError(f"labelled pairs folder {root} is not a folder (expected ir/, vi/ and labels)")
-
-    def image_dir(override, names, role):
-        if override is not None:
-            p = Path(override).expanduser()
-            p = p if p.is_absolute() else root / p
-            if not p.is_dir():
-                raise LabelledPairsError(f"{role} folder {p} not found")
-            return p
-        d = find_subdir(root, names)
-        if d is None:
-            raise LabelledPairsError(f"{root} has no {role} image folder (looked for {', '.join(n + '/' for n in names)}"
-                                     "); expected ir/, vi/ and labels")
-        return d
-
-    ir_root, vi_root = image_dir(ir_dir, IR_DIRS, "infrared"), image_dir(vi_dir, VI_DIRS, "visible")
-    ir, vi = image_files(ir_root), image_files(vi_root)
+    found = find_image_pairs(root, unpaired=unpaired, ir_dir=ir_dir, vi_dir=vi_dir, what="labelled pairs folder",
+                             expected="ir/, vi/ and labels")
+    root, ir, vi, stems = found.root, found.ir, found.vi, found.stems
     counts = {"pairs": 0, "boxes": 0, "boxes_per_class": {}, "invalid_boxes": 0, "clipped_boxes": 0,
               "unknown_class_boxes": {}, "mapped_away_boxes": {}, "crowd_boxes": 0, "missing_labels": 0,
-              "unpaired_skipped": 0, "orphan_labels": 0, "rescaled_images": 0}
-    warnings: list[str] = []
-    only_ir, only_vi = set(ir) - set(vi), set(vi) - set(ir)
-    if only_ir or only_vi:
-        parts = []
-        if only_ir:
-            parts.append(f"IR images without a visible image in {vi_root}: {_some(only_ir)}")
-        if only_vi:
-            parts.append(f"visible images without an IR image in {ir_root}: {_some(only_vi)}")
-        if unpaired != "skip":
-            raise LabelledPairsError("; ".join(parts) + " (unpaired='skip' / --unpaired skip leaves them out)")
-        counts["unpaired_skipped"] = len(only_ir) + len(only_vi)
-        warnings.append("unpaired images left out: " + "; ".join(parts))
-    stems = sorted(set(ir) & set(vi), key=natural_key)
-    if not stems:
-        raise LabelledPairsError(f"{root}: no IR/visible pairs ({len(ir)} images in {ir_root}, {len(vi)} in {vi_root})")
+              "unpaired_skipped": len(found.unpaired), "orphan_labels": 0, "rescaled_images": 0}
+    warnings: list[str] = list(found.warnings)
 
     fmt, source, used_variant = _find_labels(root, labels, variant, label_file)
     size_cache: dict[str, tuple[int, int]] = {}

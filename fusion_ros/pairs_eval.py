@@ -59,8 +59,8 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
-from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, latency_table
-from .summary import prepare_output_dir
+from .summary import fmt_num as _num, fusion_summary, fusion_table, json_safe as _json_safe, latency_stats as _stats
+from .summary import latency_table, prepare_output_dir
 
 SPLITS = ("all", "train", "heldout", "val")
 OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
@@ -175,7 +175,53 @@ def detection_metrics(predictions, ground_truth, class_names, default_threshold:
 
 
 # --------------------------------------------------------------------------------------------- run
-def _ir_view(ir: np.ndarray, hw, thermal_range) -> np.ndarray:
+def open_engine(model: str | None, backend: str, device: str | None, threads: int, input_size, error: type[Exception],
+                **engine_opts):
+    """(engine, model path) as the --model / --backend / --device / --threads / --input-size options ask
+    (add_engine_arguments); the bundled model by default. A model that cannot be loaded raises ``error``."""
+    from .engine import EngineError, create_engine
+    from .paths import DEFAULT_MODEL
+
+    model_path = Path(model).expanduser() if model else DEFAULT_MODEL
+    if input_size:
+        engine_opts["input_size"] = tuple(int(v) for v in input_size)
+    if threads > 0:
+        engine_opts["num_threads"] = threads
+    try:
+        engine = create_engine(model_path, backend=backend or "auto", device=device, **engine_opts)
+    except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
+        raise error(f"cannot load the engine: {exc}") from None
+    return engine, model_path
+
+
+def select_pairs(names: list[str], opts, root: Path, error: type[Exception]) -> tuple[list[str], dict]:
+    """(the names of ``opts.split``, what metrics.json says of the split): ``all``, or one part of
+    ``block_split`` with ``opts``' block, gap and fractions (add_split_arguments). An empty part or
+    impossible block options raise ``error`` naming ``root``."""
+    split_info: dict = {"name": opts.split}
+    if opts.split == "all":
+        return names, split_info
+    block = {"val_fraction": opts.val_fraction, "heldout_fraction": opts.heldout_fraction, "block": opts.block,
+             "gap": opts.gap}
+    try:
+        parts = block_split(names, **block)
+    except ValueError as exc:
+        raise error(f"{root}: {exc}") from None
+    split_info.update(block, counts={k: len(v) for k, v in parts.items()})
+    if not parts[opts.split]:
+        raise error(f"split {opts.split!r} of {root} is empty ({len(names)} pairs)")
+    return parts[opts.split], split_info
+
+
+def spread(names: list[str], limit: int | None) -> list[str]:
+    """At most ``limit`` names spread evenly over ``names`` (so every part of the selection is represented)."""
+    if not limit or limit >= len(names):
+        return names
+    idx = np.unique(np.linspace(0, len(names) - 1, limit).round().astype(int))
+    return [names[i] for i in idx]
+
+
+def ir_view(ir: np.ndarray, hw, thermal_range) -> np.ndarray:
     """The IR frame as uint8 on the visible grid (for pictures and fusion metrics)."""
     if ir.dtype == np.uint16:
         lo, hi = (float(v) for v in thermal_range)
@@ -199,8 +245,6 @@ def _draw_labels(image_bgr: np.ndarray, boxes, labels, names) -> np.ndarray:
 def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     """Run the evaluation described by ``opts``; writes --out and returns the metrics dict."""
     from . import node_core as core
-    from .checkpoint import DEFAULT_MODEL
-    from .engine import EngineError, create_engine
 
     if opts.split not in SPLITS:
         raise PairsEvalError(f"--split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
@@ -220,16 +264,9 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     if not root.exists():
         raise PairsEvalError(f"{root} does not exist (expected a folder with ir/, vi/ and labels)")
 
-    model_path = Path(opts.model).expanduser() if opts.model else DEFAULT_MODEL
-    engine_opts = {"postprocess": replace(node.postprocess, score_threshold=opts.score_threshold)}
-    if opts.input_size:
-        engine_opts["input_size"] = tuple(int(v) for v in opts.input_size)
-    if opts.threads > 0:
-        engine_opts["num_threads"] = opts.threads
-    try:
-        engine = create_engine(model_path, backend=opts.backend or "auto", device=opts.device, **engine_opts)
-    except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
-        raise PairsEvalError(f"cannot load the engine: {exc}") from None
+    engine, model_path = open_engine(opts.model, opts.backend, opts.device, opts.threads, opts.input_size,
+                                     PairsEvalError,
+                                     postprocess=replace(node.postprocess, score_threshold=opts.score_threshold))
     try:
         return _evaluate(opts, engine, model_path, root, default_threshold, max_detections,
                          node["registration.max_aspect_mismatch"])
@@ -254,23 +291,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     except LabelledPairsError as exc:
         raise PairsEvalError(str(exc)) from None
     warnings = list(folder.warnings)
-    split_info: dict = {"name": opts.split}
-    names = folder.names
-    if opts.split != "all":
-        block = {"val_fraction": opts.val_fraction, "heldout_fraction": opts.heldout_fraction, "block": opts.block,
-                 "gap": opts.gap}
-        try:
-            parts = block_split(names, **block)
-        except ValueError as exc:
-            raise PairsEvalError(f"{root}: {exc}") from None
-        names = parts[opts.split]
-        split_info.update(block, counts={k: len(v) for k, v in parts.items()})
-        if not names:
-            raise PairsEvalError(f"split {opts.split!r} of {root} is empty ({len(folder)} pairs)")
-    selected = names
-    if opts.limit and opts.limit < len(names):  # spread over the selection, so every part of it is represented
-        idx = np.unique(np.linspace(0, len(names) - 1, opts.limit).round().astype(int))
-        selected = [names[i] for i in idx]
+    names, split_info = select_pairs(folder.names, opts, root, PairsEvalError)
+    selected = spread(names, opts.limit)
     subset_names = match_subsets(selected, opts.subsets)
     for key, members in subset_names.items():
         if not members:
@@ -331,12 +353,12 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         timings["engine"].append((t2 - t1) * 1e3)
         timings["total"].append((t2 - t0) * 1e3)
         if index in fusion_at or index in sample_at:
-            ir_view = _ir_view(ir, rgb.shape[:2], thermal_range)
+            ir_8bit = ir_view(ir, rgb.shape[:2], thermal_range)
         if index in fusion_at:
             from .metrics import fusion_metrics
 
             try:
-                fusion_rows.append(fusion_metrics(cv2.cvtColor(result.fused, cv2.COLOR_RGB2GRAY), ir_view,
+                fusion_rows.append(fusion_metrics(cv2.cvtColor(result.fused, cv2.COLOR_RGB2GRAY), ir_8bit,
                                                   cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)))
             except ValueError as exc:
                 if f"fusion metrics skipped: {exc}" not in warnings:
@@ -347,7 +369,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
             fused_bgr = cv2.cvtColor(result.fused, cv2.COLOR_RGB2BGR)
             samples.append({
                 "caption": f"{pair.name}: {len(shown)} detections >= {default_threshold:g}, {len(pair.labels)} labelled",
-                "ir": ir_view, "rgb": _draw_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), pair.boxes, pair.labels,
+                "ir": ir_8bit, "rgb": _draw_labels(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), pair.boxes, pair.labels,
                                                   det_names),
                 "fused": fused_bgr, "detections": core.render_detections(fused_bgr, shown, det_names, det_colors),
                 "segmentation": None if result.segmentation is None else core.colorize_mask(result.segmentation,
@@ -406,9 +428,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         "throughput": {"wall_s": wall_s, "pairs_per_s": len(done) / wall_s if wall_s > 0 else None},
         "detection": detection,
         "subsets": subset_metrics,
-        "fusion_metrics": {"frames": len(fusion_rows),
-                           "mean": {k: float(np.mean([r[k] for r in fusion_rows])) for k in fusion_rows[0]}
-                           if fusion_rows else {}},
+        "fusion_metrics": fusion_summary(fusion_rows),
         "warnings": warnings,
     }
     metrics = _json_safe(metrics)
@@ -498,14 +518,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
     if "latency" in m.get("pictures", {}):
         lines += [f"![latency]({m['pictures']['latency']})", ""]
 
-    fm = m["fusion_metrics"]
-    lines += ["## Fusion quality", ""]
-    if fm["frames"]:
-        lines += [f"Mean over {fm['frames']} pairs (fused vs IR and visible luminance; fusion_ros.metrics.fusion_metrics):",
-                  "", "| " + " | ".join(fm["mean"]) + " |", "|" + "---:|" * len(fm["mean"]),
-                  "| " + " | ".join(_num(v) for v in fm["mean"].values()) + " |", ""]
-    else:
-        lines += ["Not computed.", ""]
+    lines += fusion_table(m["fusion_metrics"], "pairs (fused vs IR and visible luminance)")
     if "samples" in m.get("pictures", {}):
         lines += ["## Sample pairs", "", "Green: labelled boxes; detections at the node's threshold.", "",
                   f"![samples]({m['pictures']['samples']})", ""]
@@ -540,15 +553,34 @@ def _subset_item(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --backend, --device, --input-size, --threads: the options open_engine takes."""
+    p.add_argument("--model", help="model (.pt), ONNX export or TensorRT engine; default: the bundled model")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--input-size", type=_size, metavar="HxW",
+                   help="network input size (dynamic models only; default: the model's own, as the node)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the engine (0: library default)")
+
+
+def add_split_arguments(p: argparse.ArgumentParser) -> None:
+    """--split and the block options, with the trainer's ``kind: pairs`` defaults (the same options give
+    the same pairs there)."""
+    p.add_argument("--split", choices=SPLITS, default="all",
+                   help="all pairs (default) or one part of the contiguous block split")
+    p.add_argument("--block", type=int, default=16, help="names per split block (default 16)")
+    p.add_argument("--gap", type=int, default=1, help="names left out at split borders (default 1)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--heldout-fraction", type=float, default=0.1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fusion-eval-pairs",
         description="Run a model over a folder of labelled, registered IR/visible pairs; write metrics.json "
                     "(mAP overall, per class and per subset, operating point, latency) and report.md with pictures.")
     p.add_argument("root", metavar="DIR", help="folder with ir/, vi/ and labels (YOLO txt, VOC xml or COCO json)")
-    p.add_argument("--model", help="model (.pt), ONNX export or TensorRT engine; default: the bundled model")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_engine_arguments(p)
     p.add_argument("--labels", default="auto", choices=("auto", "yolo", "voc", "coco"), help="label format")
     p.add_argument("--label-file", metavar="COCO_JSON", help="COCO json (default: the only one in labels/ or DIR)")
     p.add_argument("--variant", help="labels/<variant>/ subfolder (default: fusion when present, else labels/)")
@@ -562,12 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpaired", choices=("error", "skip"), default="error")
     p.add_argument("--invalid-boxes", choices=("drop", "error"), default="drop",
                    help="empty / non-finite / outside-the-image boxes: drop and count (default) or error")
-    p.add_argument("--split", choices=SPLITS, default="all",
-                   help="all pairs (default) or one part of the contiguous block split")
-    p.add_argument("--block", type=int, default=16, help="names per split block (default 16)")
-    p.add_argument("--gap", type=int, default=1, help="names left out at split borders (default 1)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--heldout-fraction", type=float, default=0.1)
+    add_split_arguments(p)
     p.add_argument("--subset", action="append", type=_subset_item, default=[], metavar="NAME=REGEX",
                    help="also score the pairs whose name matches REGEX (re.search), e.g. day='D$'; repeatable")
     p.add_argument("--limit", type=int, help="evaluate N pairs spread evenly over the selection")
@@ -575,9 +602,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lowest detection score kept for mAP (default 0.05, as the trainer's validation)")
     p.add_argument("--default-threshold", type=float,
                    help="operating-point threshold (default: the node's score_threshold default)")
-    p.add_argument("--input-size", type=_size, metavar="HxW",
-                   help="network input size (dynamic models only; default: the model's own, as the node)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for the engine (0: library default)")
     p.add_argument("--samples", type=int, default=4, help="pairs in samples.png (default 4)")
     p.add_argument("--fusion-samples", type=int, default=10, help="pairs the fusion metrics average (default 10)")
     p.add_argument("--out", default="pairs_eval", help="output folder (default ./pairs_eval)")

@@ -63,3 +63,23 @@ def latency_table(latency_ms: dict, title: str) -> list[str]:
             lines.append(f"| {stage} | {fmt_num(s['p50'], 2)} | {fmt_num(s['p95'], 2)} | {fmt_num(s['p99'], 2)} | "
                          f"{fmt_num(s['mean'], 2)} | {s['count']} |")
     return lines
+
+
+def fusion_summary(rows: list[dict]) -> dict:
+    """metrics.json's ``fusion_metrics`` of the bag and pairs evaluators: how many frames were scored, under
+    which convention of fusion_ros.metrics.fusion (the project's: fusion_metrics' default) and each metric's mean."""
+    return {"frames": len(rows), "convention": "project",
+            "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}}
+
+
+def fusion_table(fusion: dict, scored: str) -> list[str]:
+    """Markdown lines: a ``## Fusion quality`` heading and the means of fusion_summary, naming what was
+    scored and the convention."""
+    lines = ["## Fusion quality", ""]
+    if not fusion["frames"]:
+        return lines + ["Not computed.", ""]
+    mean = fusion["mean"]
+    return lines + [f"Mean over {fusion['frames']} {scored}; fusion_ros.metrics.fusion_metrics, "
+                    f"**{fusion.get('convention', 'project')}** convention (MI in bits):", "",
+                    "| " + " | ".join(mean) + " |", "|" + "---:|" * len(mean),
+                    "| " + " | ".join(fmt_num(v) for v in mean.values()) + " |", ""]

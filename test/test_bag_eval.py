@@ -80,7 +80,8 @@ def test_metrics_sane(setup):
     assert 0.0 <= det["mAP50"] <= 1.0 and 0.0 <= det["mAP50_95"] <= det["mAP50"]
     assert sum(c["num_gt"] for c in det["per_class"].values()) > 0
     assert m["model"]["segmentation_labels"] == "none" and set(m["segmentation"]) == {"not_shown"}
-    assert m["fusion_metrics"]["frames"] > 0 and set(m["fusion_metrics"]["mean"]) >= {"EN", "SSIM", "Qabf"}
+    assert m["fusion_metrics"]["frames"] > 0 and set(m["fusion_metrics"]["mean"]) >= {"EN", "SCD", "SSIM", "Qabf"}
+    assert m["fusion_metrics"]["convention"] == "project"
     assert m["model"]["backend"].startswith("torch")
     assert m["config"]["sync.slop"] == 0.05  # the node's default
     assert not m["warnings"], m["warnings"]

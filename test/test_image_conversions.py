@@ -17,6 +17,7 @@ from fusion_ros.image_conversions import (
     compressed_to_array,
     fixed_thermal_range,
     image_to_array,
+    read_image_file,
     thermal_to_float,
     to_rgb8,
 )
@@ -341,3 +342,26 @@ def test_decoder_complaints_are_routed_into_the_error_not_onto_stderr(capfd):
     err = capfd.readouterr().err
     assert "libpng" not in err and "Corrupt JPEG" not in err and "WARN" not in err, err
     assert "a line of someone else" in err
+
+
+def test_image_files_are_read_like_imread_and_bad_ones_named_without_decoder_lines(tmp_path, capfd):
+    rng = np.random.default_rng(1)
+    good = rng.integers(0, 255, (40, 48, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "good.png"), good)
+    cv2.imwrite(str(tmp_path / "grey.jpg"), good[..., 0])
+    assert np.array_equal(read_image_file(tmp_path / "good.png"), good)
+    assert np.array_equal(read_image_file(tmp_path / "grey.jpg"), cv2.imread(str(tmp_path / "grey.jpg"), cv2.IMREAD_UNCHANGED))
+    _, jpeg = cv2.imencode(".jpg", good)
+    (tmp_path / "cut.jpg").write_bytes(jpeg.tobytes()[: jpeg.size // 2])  # truncated: imdecode gives nothing
+    (tmp_path / "bad.jpg").write_bytes(jpeg.tobytes()[:-200] + b"\xff\xd9")  # "Corrupt JPEG data: premature end"
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, match in (("bad.jpg", r"visible image .*bad.jpg is damaged \(Corrupt JPEG data"),
+                        ("cut.jpg", r"cannot decode visible image .*cut.jpg: not a complete image file"),
+                        ("text.png", r"cannot decode visible image .*text.png"),
+                        ("empty.png", r"cannot read visible image .*empty.png: the file is empty"),
+                        ("missing.png", r"cannot read visible image .*missing.png")):
+        with pytest.raises(ImageConversionError, match=match):
+            read_image_file(tmp_path / name, "visible image")
+    err = capfd.readouterr().err
+    assert "JPEG" not in err and "WARN" not in err and "libpng" not in err, err

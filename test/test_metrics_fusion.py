@@ -12,6 +12,7 @@ from fusion_ros.metrics import (
     fusion_metrics,
     mutual_information,
     qabf,
+    scd,
     spatial_frequency,
     ssim,
     standard_deviation,
@@ -105,7 +106,7 @@ def test_fusion_metrics_matches_single_metrics(texture):
     fused = (ir + vi) / 2
     m = fusion_metrics(fused, ir.astype(np.float32), np.rint(vi).astype(np.uint8))
     vi8 = np.rint(vi).astype(np.uint8)
-    assert set(m) == {"EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM"}
+    assert set(m) == {"EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"}
     assert all(isinstance(v, float) for v in m.values())
     assert m["EN"] == pytest.approx(entropy(fused))
     assert m["SD"] == pytest.approx(standard_deviation(fused))
@@ -115,6 +116,7 @@ def test_fusion_metrics_matches_single_metrics(texture):
     assert m["VIF"] == pytest.approx(vifp(ir, fused) + vifp(vi8, fused))
     assert m["SSIM"] == pytest.approx(ssim(fused, ir) + ssim(fused, vi8))
     assert m["Qabf"] == pytest.approx(qabf(fused, ir, vi8))
+    assert m["SCD"] == pytest.approx(scd(fused, ir, vi8))
 
 
 def test_constant_images_are_finite_without_warnings(texture):
@@ -126,7 +128,7 @@ def test_constant_images_are_finite_without_warnings(texture):
             m = fusion_metrics(f, a, b)
             assert all(math.isfinite(v) for v in m.values()), m
     m = fusion_metrics(flat, flat, flat)
-    assert (m["EN"], m["SD"], m["SF"], m["AG"], m["MI"], m["VIF"], m["SSIM"]) == (0, 0, 0, 0, 0, 0, 2.0)
+    assert (m["EN"], m["SD"], m["SF"], m["AG"], m["MI"], m["SCD"], m["VIF"], m["SSIM"]) == (0, 0, 0, 0, 0, 0, 0, 2.0)
 
 
 def test_more_noise_on_fused_lowers_ssim_vif_qabf(texture):

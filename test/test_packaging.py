@@ -68,7 +68,9 @@ def test_wheel_holds_models_configs_launch_files_and_ament_index(tmp_path):
     missing = sorted(expected - names)
     assert not missing, f"the wheel lacks {missing}"
     assert {f"{PKG}/nodes/fusion_node.py", "training/train.py"} <= names
+    assert f"{PKG}/metrics/published_fusion.json" in names  # fusion-eval-fusion --reference reads it
     assert "fusion-demo = fusion_ros.demo:main" in entry_points and "fusion_node = " in entry_points
+    assert "fusion-eval-fusion = fusion_ros.quality_eval:main" in entry_points
 
 
 def _requirements() -> list[str]:

@@ -69,7 +69,8 @@ def test_outputs_written(torch_run):
     report = (out / "report.md").read_text()
     for needle in ("# Labelled-pairs evaluation: data", "![samples](samples.png)", "![PR curves](pr_curve.png)",
                    "![latency](latency.png)", "mAP@0.5", "| day (`D$`) | 3 |", "| night (`N$`) | 2 |",
-                   "| engine.infer |", "## Fusion quality", "segmentation not shown: the model's segmentation head "):
+                   "| engine.infer |", "## Fusion quality", "segmentation not shown: the model's segmentation head ",
+                   "**project** convention (MI in bits)"):
         assert needle in report, needle
     # issue 21 item 8: the bundled model's head never saw a segmentation label: no panel of its noise
     grid = cv2.imread(str(out / "samples.png"))
@@ -107,6 +108,7 @@ def test_metrics_sane(torch_run, folder):
         assert lat["count"] == 5 and 0 < lat["p50"] <= lat["p95"] <= lat["max"], stage
     assert m["latency_ms"]["engine"]["p50"] <= m["latency_ms"]["total"]["p50"]
     assert m["fusion_metrics"]["frames"] == 2 and "SSIM" in m["fusion_metrics"]["mean"]
+    assert m["fusion_metrics"]["convention"] == "project"  # every number names its definitions
     assert m["pictures"] == {"samples": "samples.png", "pr_curve": "pr_curve.png", "latency": "latency.png"}
     assert m["model"]["segmentation_labels"] in ("none", "unknown")
 

@@ -47,7 +47,7 @@ from .. import segmentation_labels as seg_labels
 from .. import topics
 from ..image_conversions import ImageConversionError, image_to_array
 from ..node_params import load_node_params, parse_param
-from ..summary import json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
+from ..summary import fusion_summary, json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
 from .ground_truth import StampMatcher, class_labels, load_coco_ground_truth
 from .pairing import PairStreamStats, SyncedPair, synced_pairs
 from .reader import (
@@ -560,8 +560,7 @@ class BagEvaluator:
             "throughput": {
                 "wall_s": wall_s, "pairs_per_s": processed / wall_s if wall_s > 0 else None,
                 "bag_pairs_per_s": processed / reader.duration_s if reader.duration_s else None},
-            "fusion_metrics": {"frames": len(rows),
-                               "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}},
+            "fusion_metrics": fusion_summary(rows),
             "detection": None,
             "segmentation": None,
             "ground_truth": {"detections": truth.det_topic or (self.opts.gt_file if truth.coco is not None else None),

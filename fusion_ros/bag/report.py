@@ -1,5 +1,5 @@
 """Pictures and the markdown report of a bag evaluation (fusion_ros.bag.evaluate); the grid and the latency
-histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval).
+histogram also serve fusion-eval-pairs (fusion_ros.pairs_eval), the grid fusion-eval-fusion (fusion_ros.quality_eval).
 
 ``save_sample_grid``: one row per sample frame, columns IR | RGB | fused | detections | segmentation (the
 last only for a segmentation head trained on labels: ``sample_columns``).
@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..summary import fmt_num as _num, latency_table
+from ..summary import fmt_num as _num, fusion_table, latency_table
 
 COLUMNS = (("ir", "IR (registered)"), ("rgb", "RGB"), ("fused", "fused"), ("detections", "detections"),
            ("segmentation", "segmentation"))
@@ -27,11 +27,19 @@ def sample_columns(segmentation_trained: bool, columns=COLUMNS) -> tuple:
 
 
 def _tile(image: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """The image scaled to fit width x height with its aspect kept (black bars where it differs from the
+    grid's: pairs of one folder may differ in size); grey images through the INFERNO colour map."""
+    tile = np.zeros((height, width, 3), np.uint8)
     if image is None:
-        return np.zeros((height, width, 3), np.uint8)
+        return tile
     if image.ndim == 2:
         image = cv2.applyColorMap(image, cv2.COLORMAP_INFERNO)
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    fit_w, fit_h = min(width, max(1, round(w * scale))), min(height, max(1, round(h * scale)))
+    y, x = (height - fit_h) // 2, (width - fit_w) // 2
+    tile[y:y + fit_h, x:x + fit_w] = cv2.resize(image, (fit_w, fit_h), interpolation=cv2.INTER_AREA)
+    return tile
 
 
 def save_sample_grid(samples: list[dict], path: str | Path, columns=COLUMNS) -> Path:
@@ -160,14 +168,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
         lines += [f"| {n} | {_num(v)} |" for n, v in seg["iou_per_class"].items()]
         lines.append("")
 
-    fm = m["fusion_metrics"]
-    lines += ["## Fusion quality", ""]
-    if fm["frames"]:
-        lines += [f"Mean over {fm['frames']} sampled frames (fused vs registered IR and RGB luminance; "
-                  "fusion_ros.metrics.fusion_metrics):", "", "| " + " | ".join(fm["mean"]) + " |",
-                  "|" + "---:|" * len(fm["mean"]), "| " + " | ".join(_num(v) for v in fm["mean"].values()) + " |", ""]
-    else:
-        lines += ["Not computed.", ""]
+    lines += fusion_table(m["fusion_metrics"], "sampled frames (fused vs registered IR and RGB luminance)")
 
     if "samples" in m.get("pictures", {}):
         lines += ["## Sample frames", "", f"![samples]({m['pictures']['samples']})", ""]
