@@ -316,9 +316,8 @@ def evaluate_fusion(opts: FusionEvalOptions) -> dict:
 
 
 def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOptions, out: Path) -> dict:
-    from tqdm import tqdm
-
     from .engine import InputError
+    from .progress import progress
 
     names = pair_set.names
     n = len(names)
@@ -328,7 +327,7 @@ def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOption
     skipped: dict[str, str] = dict(pair_set.pairs.unpaired)
     timings: dict[str, list[float]] = {"read": [], "engine": [], "metrics": []}
     started = time.perf_counter()
-    for index, name in enumerate(tqdm(names, desc=f"fusion {pair_set.name}", unit="pair", disable=not opts.progress)):
+    for index, name in enumerate(progress(names, desc=f"fusion {pair_set.name}", unit="pair", disable=not opts.progress)):
         t0 = time.perf_counter()
         try:
             ir, rgb = load_pair_images(LabelledPair(name, pair_set.pairs.ir[name], pair_set.pairs.vi[name]))
