@@ -2,7 +2,7 @@
 
     python benchmarks/engine_bench.py OUT_PREFIX [--model MODEL.pt] [--sizes 640x512 1024x768]
            [--backends torch onnxruntime tensorrt] [--batches 1 4] [--threads 2] [--device cpu|cuda]
-           [--segmentation]
+           [--segmentation] [--camera-sizes 640x480 1280x1024 1920x1080]
 
 Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for the README). Every
 configuration runs in a fresh process (spawn), so peak RSS is that backend's alone and thread settings do
@@ -17,6 +17,11 @@ segmentation mask; --segmentation measures with it (argmax + resize to the frame
 ONNX Runtime runs the fixed-shape export (what the node deploys) at batch 1 and a dynamic export at
 batch > 1. TensorRT needs a GPU and an engine: pass --engine-dir with <size>.engine files built by
 fusion-build-engine from the exports this script writes to --work-dir.
+
+--camera-sizes: the network runs at the model's own size and the frames come at each camera size, each
+configuration twice: the fused image at the camera's resolution (the coefficient map applied to the
+full-resolution frames, the node's default) and at the network's (fused_resolution: network): the
+difference in "pre" + "post" is what fusing at the camera's resolution costs.
 """
 from __future__ import annotations
 
@@ -59,12 +64,13 @@ def _worker(job: dict) -> dict:
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     height, width = job["size"]
-    opts = dict(input_size=(height, width))  # every backend runs at the benchmarked size (no resize)
+    opts = dict(input_size=(height, width), fused_resolution=job["fused_resolution"])
     if threads:
         opts["num_threads"] = threads
     engine = create_engine(job["artifact"], backend=job["backend"], device=job["device"], **opts)
     rng = np.random.default_rng(0)
     batch = job["batch"]
+    height, width = job["camera_size"] or job["size"]  # the frames: the camera's size, else the network's
     thermals = [rng.integers(26000, 34000, (height, width), dtype=np.uint16) for _ in range(batch)]
     rgbs = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch)]
     cuda = job["device"] == "cuda"
@@ -88,7 +94,10 @@ def _worker(job: dict) -> dict:
         "backend": engine.backend,
         "segmentation": segmentation,
         "requested_backend": job["backend"],
-        "size": f"{width}x{height}",
+        "size": f"{job['size'][1]}x{job['size'][0]}",
+        "camera_size": f"{width}x{height}" if job["camera_size"] else None,
+        "fused_resolution": job["fused_resolution"],
+        "fused_shape": list(results[0].fused.shape),
         "batch": batch,
         "iterations": len(latencies),
         "latency_ms_median": statistics.median(latencies),
@@ -154,6 +163,8 @@ def _export(model: Path, work: Path, size: tuple[int, int], dynamic: bool) -> Pa
 
 
 def _table(results: list[dict]) -> str:
+    if any(r["camera_size"] for r in results):
+        return _camera_table(results)
     lines = [
         "| backend | size (WxH) | batch | median ms/call | p95 ms/call | pairs/s | vs torch "
         "| pre ms | infer ms | post ms | peak memory MB |",
@@ -172,6 +183,34 @@ def _table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _camera_table(results: list[dict]) -> str:
+    """One row per (backend, camera size): pre + post with the fused image at the network's size and at
+    the camera's, and what the camera's costs on top."""
+    lines = [
+        "| backend | network (WxH) | camera (WxH) | pre+post ms, fused at network size | pre+post ms, fused at camera "
+        "size | added ms | pairs/s at network size | pairs/s at camera size |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    pairs = {}
+    for r in results:
+        pairs.setdefault((r["backend"], r["size"], r["camera_size"], r["batch"]), {})[r["fused_resolution"]] = r
+    for (backend, size, camera, _), by_mode in pairs.items():
+        net, cam = by_mode.get("network"), by_mode.get("camera")
+        if net is None or cam is None:
+            continue
+        cost = {k: v["per_pair_ms"]["pre"] + v["per_pair_ms"]["post"] for k, v in by_mode.items()}
+        lines.append(f"| {backend} | {size} | {camera} | {cost['network']:.1f} | {cost['camera']:.1f} "
+                     f"| {cost['camera'] - cost['network']:+.1f} | {net['throughput_pairs_per_s']:.2f} "
+                     f"| {cam['throughput_pairs_per_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def _model_input_size(model: Path) -> tuple[int, int]:
+    from fusion_ros.checkpoint import load_model
+
+    return tuple(load_model(model)[1].input_size)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output prefix: writes OUT.json and OUT.md")
@@ -188,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compute the segmentation mask (the node does only when it publishes one)")
     parser.add_argument("--work-dir", help="where exports go (default: beside OUT)")
     parser.add_argument("--engine-dir", help="folder with WIDTHxHEIGHT.engine TensorRT engines")
+    parser.add_argument("--camera-sizes", nargs="+", metavar="WxH",
+                        help="frames at these sizes, the network at the model's own size, the fused image at the "
+                             "camera's and at the network's resolution (replaces --sizes)")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -196,9 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     model, random_weights = _prepare_model(args, work)
     results, skipped = [], []
-    for text in args.sizes:
+    if args.camera_sizes:  # (network size, camera size, fused resolution) per configuration
+        net_h, net_w = _model_input_size(model)
+        configs = [(f"{net_w}x{net_h}", text, mode) for text in args.camera_sizes for mode in ("network", "camera")]
+    else:
+        configs = [(text, None, "camera") for text in args.sizes]
+    for text, camera_text, fused_resolution in configs:
         width, height = (int(v) for v in text.lower().split("x"))
         size = (height, width)
+        camera_size = None
+        if camera_text:
+            cam_w, cam_h = (int(v) for v in camera_text.lower().split("x"))
+            camera_size = (cam_h, cam_w)
         for backend in args.backends:
             for batch in args.batches:
                 if backend == "torch":
@@ -213,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                     artifact = engine
                 job = dict(backend=backend, artifact=str(artifact), size=size, batch=batch, threads=args.threads,
                            device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds,
-                           segmentation=args.segmentation)
-                print(f"{backend:<12} {text:<9} batch {batch} ...", end=" ", flush=True)
+                           segmentation=args.segmentation, camera_size=camera_size,
+                           fused_resolution=fused_resolution)
+                label = f"{text} frames {camera_text} fused at {fused_resolution}" if camera_text else text
+                print(f"{backend:<12} {label:<9} batch {batch} ...", end=" ", flush=True)
                 try:
                     result = _run_job(job)
                 except Exception as exc:  # report and go on: one backend failing must not lose the others

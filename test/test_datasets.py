@@ -206,6 +206,19 @@ def test_split_lists_override(tmp_path):
         build_dataset(m3fd_cfg(root, split_lists=lists), "heldout", TR)
 
 
+def test_excluded_pairs_are_in_no_split(tmp_path):
+    """data.exclude (e.g. roadscene_all/test50.txt): listed pairs are kept out of training and validation."""
+    names = [f"{i:05d}" for i in range(12)]
+    root = make_m3fd(tmp_path / "M3FD", names)
+    (tmp_path / "test.txt").write_text("\n".join(names[:4]) + "\n")
+    sets = load_all(m3fd_cfg(root, exclude=str(tmp_path / "test.txt"), heldout_fraction=0.2, val_fraction=0.2))
+    kept = sorted(n for ds in sets.values() for n in names_of(ds))
+    assert kept == names[4:]
+    (tmp_path / "typo.txt").write_text("00001\n0000x\n")
+    with pytest.raises(DatasetLayoutError, match="not under .*0000x"):
+        build_dataset(m3fd_cfg(root, exclude=str(tmp_path / "typo.txt")), "train", TR)
+
+
 def test_resize_cover_keeps_aspect_and_shifts_boxes(tmp_path):
     root = tmp_path / "M3FD"
     write_ir(root / "Ir" / "a.png", 100, 200)

@@ -133,3 +133,55 @@ def test_critic_loss_separates_real_from_fake():
         opt.step()
     assert float(critic(real).mean()) > float(critic(fake).mean())
     assert float(L.adversarial_loss(critic, real)) < float(L.adversarial_loss(critic, fake))
+
+
+def _complementary_pair(seed=0):
+    """IR: a warm square on a cool smooth background; visible: fine stripes and a dark band -- each shows
+    what the other does not."""
+    g = torch.Generator().manual_seed(seed)
+    ir = 0.3 + 0.05 * torch.rand(1, 1, 64, 80, generator=g)
+    ir[..., 20:40, 30:50] = 0.85
+    x = torch.arange(80, dtype=torch.float32)
+    vis = (0.45 + 0.2 * torch.sin(x / 2.0)).expand(1, 1, 64, 80).clone()
+    vis[..., 50:, :] *= 0.4
+    return ir, vis
+
+
+def test_quality_criteria_on_hand_checked_images():
+    from fusion_ros.metrics import qabf, scd as scd_metric, vifp
+
+    ir, vis = _complementary_pair()
+    added = ir + vis - 0.5 * (ir.mean() + vis.mean())  # both sources in full: SCD = 2 by construction
+    assert float(L.scd_criterion(added, ir, vis)) == pytest.approx(2.0, abs=1e-5)
+    assert float(L.scd_criterion(0.5 * (ir + vis), ir, vis)) < 1.9
+    # VIF: a copy keeps all information (1), a contrast gain adds some (> 1), the same as the evaluation metric
+    assert float(L.visual_fidelity(vis, vis)) == pytest.approx(1.0, abs=1e-5)
+    assert float(L.visual_fidelity(vis, (1.5 * vis - 0.2).clamp(0, 1))) > 1.05
+    avg = 0.5 * (ir + vis)
+    to8 = lambda t: (t[0, 0] * 255).round().numpy()  # noqa: E731
+    for source in (ir, vis):
+        unit = lambda a: torch.from_numpy(a / 255.0).float()[None, None]  # noqa: E731
+        ours = float(L.visual_fidelity(unit(to8(source)), unit(to8(avg))))
+        assert ours == pytest.approx(vifp(to8(source), to8(avg), "cddfuse"), abs=2e-3)
+    assert float(L.scd_criterion(avg, ir, vis)) == pytest.approx(scd_metric(to8(avg), to8(ir), to8(vis)), abs=0.02)
+    # edges: a copy keeps every edge of its source (the metric's ceiling, ~0.975), a flat image none
+    assert float(L.edge_fidelity(vis, vis, vis)) == pytest.approx(qabf(to8(vis), to8(vis), to8(vis), "cddfuse"),
+                                                                  abs=3e-3)
+    assert float(L.edge_fidelity(torch.full_like(vis, 0.5), ir, vis)) < 0.05
+
+
+def test_quality_loss_prefers_keeping_both_sources_to_averaging_them():
+    w = L.LossWeights(target="quality")
+    ir, vis = _complementary_pair()
+    averaged, _ = L.fusion_loss(0.5 * (ir + vis), ir, vis, None, w)
+    kept, logs = L.fusion_loss((ir + vis - 0.35).clamp(0, 1), ir, vis, None, w)
+    assert float(kept) < float(averaged)
+    assert set(logs) == {"fuse_ssim", "fuse_scd", "fuse_qabf", "fuse_vif"}
+    # it is differentiable all the way (the fusion net learns from it)
+    fused = (0.5 * (ir + vis)).requires_grad_(True)
+    loss, _ = L.fusion_loss(fused, ir, vis, None, w)
+    loss.backward()
+    assert torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    # the critic's real samples are the sources themselves: IR for even, visible Y for odd batch entries
+    both = L.fusion_target(torch.cat([ir, ir]), torch.cat([vis, vis]), None, "quality")
+    assert torch.equal(both[0], ir[0]) and torch.equal(both[1], vis[0])

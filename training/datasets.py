@@ -48,6 +48,7 @@ and the val/test data stay untouched. Otherwise every name goes to one split by 
 With an own split, ``heldout`` is ``heldout_fraction`` of the training split (same hash) and
 ``val_fraction`` is unused; ``test`` is available where the dataset has one.
 ``split_lists: {train: a.txt, heldout: b.txt, val: c.txt}`` (one name per line) overrides both.
+``exclude: names.txt`` leaves the listed pairs out of every split (test pairs kept for measuring only).
 An empty split is an error.
 
 kind: bag (rosbag2 recordings; retraining a deployed model from them): training/bag_datasets.py.
@@ -345,6 +346,21 @@ def split_fractions(cfg: dict) -> tuple[float, float]:
     return heldout_fraction, val_fraction
 
 
+def exclude_records(groups: dict[str, list[Record]], exclude, root: Path) -> dict[str, list[Record]]:
+    """``groups`` without the pairs named in ``data.exclude`` (a names file, one a line, e.g.
+    roadscene_all/test50.txt: pairs kept for measuring only, never to be trained on). A listed name that is
+    not a pair of ``root`` is an error: a misspelt list must not let a test pair through."""
+    if not exclude:
+        return groups
+    path = Path(exclude).expanduser()
+    names = set(_read_list(path))
+    present = {r.name for records in groups.values() for r in records}
+    missing = names - present
+    if missing:
+        raise DatasetLayoutError(f"data.exclude {path} names pairs that are not under {root}: {_some(missing)}")
+    return {group: [r for r in records if r.name not in names] for group, records in groups.items()}
+
+
 def assign_split(groups: dict[str, list[Record]], split: str, cfg: dict, root: Path) -> list[Record]:
     """The records of one split (see the module docstring)."""
     if split not in SPLITS:
@@ -584,7 +600,7 @@ def build_real_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Re
     if cfg.get("unpaired", "error") not in ("error", "skip"):
         raise ValueError(f"data.unpaired must be 'error' or 'skip', got {cfg.get('unpaired')!r}")
     class_config = dataset_classes(cfg, kind, classes)
-    groups = _RECORDS[kind](root, cfg, class_config)
+    groups = exclude_records(_RECORDS[kind](root, cfg, class_config), cfg.get("exclude"), root)
     if not any(groups.values()):
         raise DatasetLayoutError(f"{_TITLE[kind]} root {root} holds no image pairs; expected {_EXPECTED[kind]}")
     records = assign_split(groups, split, cfg, root)

@@ -14,7 +14,7 @@ from torch import nn
 from fusion_ros.model import FPN_STRIDES, SIZE_RANGES, PerceptionOutput, fcos_points, rgb_to_ycbcr
 
 
-FUSION_TARGETS = ("saliency", "max", "detail", "mean")
+FUSION_TARGETS = ("saliency", "max", "detail", "mean", "quality")
 
 
 @dataclass
@@ -27,11 +27,17 @@ class LossWeights:
     detection: float = 1.0
     segmentation: float = 1.0
     real_fusion: float = 1.0  # L_fuse on data.fusion_pairs (unlabelled real pairs), when configured
-    target: str = "saliency"  # the fusion target T: "saliency" (authors), "max" or "detail" (see fusion_target)
+    target: str = "saliency"  # the fusion target T: "saliency" (authors), "max", "detail" or "mean" (see
+    # fusion_target); "quality": no target image, the fused Y is scored against both sources (quality_loss)
     # detail target: visible detail weaker than this (in [0, 1] intensity) is dropped as clutter, stronger
     # detail shrunk by it (soft threshold), in the target and in the texture term's visible edges; 0 keeps
     # all of it and the texture term's raw visible edges (how models before this option were trained)
     detail_threshold: float = 0.0
+    # target "quality": the weights of its four terms (see quality_loss)
+    source_ssim: float = 1.0  # structure of each source kept: SSIM(F, IR) + SSIM(F, Y)
+    scd: float = 1.0  # each source's content in the fused image: correlation of F - Y with IR, F - IR with Y
+    edge_fidelity: float = 1.0  # each source's edges kept in strength and orientation (Qabf)
+    visual_fidelity: float = 1.0  # each source's information kept, contrast included (VIF)
 
     def __post_init__(self):
         if self.target not in FUSION_TARGETS:
@@ -63,7 +69,12 @@ def fusion_target(
     mean: T = (IR + Y) / 2 -- the pixel average, which a COCO-pretrained detector reads best of the fixed
     rules on real road pairs (msrs_det README); the texture term then asks for the stronger source's
     edges on top, which the average halves.
+    quality has no target image: the visual critic compares the fused Y with the sources themselves (IR
+    for the even samples of a batch, Y for the odd), the look the fused image should keep.
     """
+    if kind == "quality":
+        odd = (torch.arange(ir.shape[0], device=ir.device) % 2 == 1).view(-1, 1, 1, 1)
+        return torch.where(odd, vis_y, ir)
     if kind == "mean":
         return 0.5 * (ir + vis_y)
     if kind == "max":
@@ -121,19 +132,28 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|Sobel x| + |Sobel y| (the texture term's edge strength)."""
+    gx, gy = sobel_xy(x)
+    return gx.abs() + gy.abs()
+
+
+def sobel_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel x and y responses of a (B, 1, H, W) batch; replicate padding: the frame's border is no edge."""
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device, dtype=x.dtype)
-    kernels = torch.stack([kx, kx.t()])[:, None]
-    g = F.conv2d(F.pad(x, [1, 1, 1, 1], mode="replicate"), kernels)
-    return g.abs().sum(dim=1, keepdim=True)
+    g = F.conv2d(F.pad(x, [1, 1, 1, 1], mode="replicate"), torch.stack([kx, kx.t()])[:, None])
+    return g[:, 0:1], g[:, 1:2]
 
 
 def fusion_loss(
     fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, saliency: torch.Tensor, w: LossWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad V|)|_1.
+    """L_fuse = w_i |F-T|_1 + w_s (1-SSIM(F,T)) + w_t |grad F - max(|grad IR|,|grad V|)|_1, or for the
+    "quality" target `quality_loss`.
 
     V is the visible Y, or, for the detail target with a detail_threshold, the visible detail that target
     keeps: otherwise the texture term would ask for the very clutter edges the threshold leaves out."""
+    if w.target == "quality":
+        return quality_loss(fused_y, ir, vis_y, w)
     target = fusion_target(ir, vis_y, saliency, w.target, w.detail_threshold)
     intensity = F.l1_loss(fused_y, target)
     structure = 1.0 - ssim(fused_y, target)
@@ -142,6 +162,93 @@ def fusion_loss(
     texture = F.l1_loss(sobel_magnitude(fused_y), torch.maximum(sobel_magnitude(ir), sobel_magnitude(vis_edges)))
     total = w.intensity * intensity + w.ssim * structure + w.texture * texture
     return total, {"fuse_intensity": intensity.item(), "fuse_ssim": structure.item(), "fuse_texture": texture.item()}
+
+
+def quality_loss(fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, w: LossWeights
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The fused image scored against both sources by four differentiable criteria of the fusion
+    literature, each rewarding what a fixed rule gives up (a pixel average halves both sources' contrast,
+    a pixel max drops the darker source's content):
+
+    - source SSIM: SSIM(F, IR) + SSIM(F, Y), the local structure of each source;
+    - SCD: corr(F - Y, IR) + corr(F - IR, Y), each source's content in what the fused image adds to the
+      other (Aslantas & Bendes 2015);
+    - edge fidelity: Qabf (Xydeas & Petrovic 2000), the sources' edges kept in strength and orientation,
+      weighted by their strength;
+    - visual fidelity: VIF (Sheikh & Bovik 2006, four scales) of F against each source: their information
+      kept, with local contrast above the source's counted as a gain.
+
+    Loss = sum_k w_k (best_k - criterion_k) with best_k the value of a perfect copy (2, 2, 1, 2), so each
+    term is >= 0 at a copy-like optimum; the logs carry the criteria themselves."""
+    ssim_sum = ssim(fused_y, ir) + ssim(fused_y, vis_y)
+    scd = scd_criterion(fused_y, ir, vis_y)
+    qabf = edge_fidelity(fused_y, ir, vis_y)
+    vif = visual_fidelity(ir, fused_y) + visual_fidelity(vis_y, fused_y)
+    total = (w.source_ssim * (2.0 - ssim_sum) + w.scd * (2.0 - scd) + w.edge_fidelity * (1.0 - qabf)
+             + w.visual_fidelity * (2.0 - vif))
+    return total, {"fuse_ssim": ssim_sum.item(), "fuse_scd": scd.item(), "fuse_qabf": qabf.item(),
+                   "fuse_vif": vif.item()}
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per image of two (B, 1, H, W) batches -> (B,)."""
+    x = x.flatten(1) - x.flatten(1).mean(dim=1, keepdim=True)
+    y = y.flatten(1) - y.flatten(1).mean(dim=1, keepdim=True)
+    return (x * y).sum(dim=1) / torch.sqrt((x * x).sum(dim=1) * (y * y).sum(dim=1) + 1e-12)
+
+
+def scd_criterion(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Sum of the correlations of differences, batch mean: corr(F - B, A) + corr(F - A, B)."""
+    return (_correlation(fused - b, a) + _correlation(fused - a, b)).mean()
+
+
+def edge_fidelity(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Qabf, differentiable: per pixel, how much of source S's edge survives in F -- strength kept
+    (min/max of the Sobel magnitudes) and orientation kept (angle between the gradients, mod pi), each
+    through Xydeas & Petrovic's sigmoid -- averaged with the source edge strengths as weights."""
+    fx, fy = sobel_xy(fused)
+    f_mag = torch.sqrt(fx * fx + fy * fy + eps)
+    kept, weight = 0.0, 0.0
+    for source in (a, b):
+        sx, sy = sobel_xy(source)
+        s_mag = torch.sqrt(sx * sx + sy * sy + eps)
+        strength = torch.minimum(s_mag, f_mag) / torch.maximum(s_mag, f_mag)
+        cos2 = (sx * fx + sy * fy) ** 2 / (s_mag * s_mag * f_mag * f_mag)
+        orientation = 1.0 - torch.acos(torch.sqrt(cos2.clamp(1e-4, 1.0 - 1e-4))) / (math.pi / 2)
+        q = (0.9994 * torch.sigmoid(15.0 * (strength - 0.5))) * (0.9879 * torch.sigmoid(22.0 * (orientation - 0.8)))
+        kept = kept + (q * s_mag).flatten(1).sum(dim=1)
+        weight = weight + s_mag.flatten(1).sum(dim=1)
+    return (kept / weight).mean()
+
+
+def visual_fidelity(reference: torch.Tensor, distorted: torch.Tensor, noise: float = 2.0 / 255.0**2) -> torch.Tensor:
+    """VIF of `distorted` against `reference` (pixel domain, four scales of Gaussian windows 17, 9, 5, 3,
+    'valid' positions, the channel noise `noise` = 2 grey levels^2 as in the usual implementations), batch
+    mean. A gain g > 1 of the reference's local contrast counts as information kept, not lost."""
+    num, den = 0.0, 0.0
+    for scale in range(4):
+        size = 2 ** (4 - scale) + 1
+        window = _gaussian_kernel(size, size / 5.0, device=reference.device, dtype=reference.dtype)
+        if scale:
+            reference, distorted = _blur_valid(torch.cat([reference, distorted], dim=1), window)[..., ::2, ::2].split(1, 1)
+        stats = _blur_valid(torch.cat([reference, distorted, reference * reference, distorted * distorted,
+                                       reference * distorted], dim=1), window)
+        mu_r, mu_d, rr, dd, rd = stats.split(1, dim=1)
+        var_r, var_d = (rr - mu_r * mu_r).clamp_min(0.0), (dd - mu_d * mu_d).clamp_min(0.0)
+        cov = rd - mu_r * mu_d
+        gain = cov / (var_r + 1e-12)
+        residual = (var_d - gain * cov).clamp_min(1e-12)
+        gain = gain.clamp_min(0.0)
+        num = num + torch.log10(1.0 + gain * gain * var_r / (residual + noise)).flatten(1).sum(dim=1)
+        den = den + torch.log10(1.0 + var_r / noise).flatten(1).sum(dim=1)
+    return (num / den.clamp_min(1e-12)).mean()
+
+
+def _blur_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Every channel of x convolved with the separable window g gᵀ, 'valid' positions only."""
+    channels = x.shape[1]
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
 
 
 def ir_saliency(ir: torch.Tensor, blur: int = 7) -> torch.Tensor:
