@@ -55,6 +55,7 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
+from .node_params import load_node_params, registration_overrides
 from .summary import fmt_num as _num, json_safe as _json_safe, latency_stats as _stats, latency_table
 from .summary import prepare_output_dir
 
@@ -96,6 +97,7 @@ class PairsEvalOptions:
     default_threshold: float | None = None  # operating point; None: the node's score_threshold default
     input_size: tuple | None = None  # (height, width) the network runs at; None: the model's own
     threads: int = 0
+    registration: str | None = None  # params file whose registration.* maps the ir/ frames onto vi/
     samples: int = 4
     fusion_samples: int = 10
     overwrite: bool = False
@@ -171,15 +173,14 @@ def detection_metrics(predictions, ground_truth, class_names, default_threshold:
 
 
 # --------------------------------------------------------------------------------------------- run
-def _ir_view(ir: np.ndarray, hw, thermal_range) -> np.ndarray:
-    """The IR frame as uint8 on the visible grid (for pictures and fusion metrics)."""
+def _ir_view(ir: np.ndarray, hw, thermal_range, registration) -> np.ndarray:
+    """The IR frame as uint8 on the visible grid, registered as the engine does (for pictures and fusion
+    metrics)."""
     if ir.dtype == np.uint16:
         lo, hi = (float(v) for v in thermal_range)
         ir = np.clip((ir.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     h, w = (int(v) for v in hw)
-    if ir.shape[:2] != (h, w):
-        ir = cv2.resize(ir, (w, h), interpolation=cv2.INTER_LINEAR)
-    return ir
+    return registration.warp_thermal(ir, (w, h))
 
 
 def _draw_labels(image_bgr: np.ndarray, boxes, labels, names) -> np.ndarray:
@@ -222,18 +223,25 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
         engine_opts["input_size"] = tuple(int(v) for v in opts.input_size)
     if opts.threads > 0:
         engine_opts["num_threads"] = opts.threads
+    registration = core.validate_params({})  # identity
+    if opts.registration:
+        try:
+            registration = load_node_params(None, registration_overrides(opts.registration), None, None, None)
+        except core.ParamError as exc:
+            raise PairsEvalError(f"--registration {opts.registration}: {exc}") from None
+    engine_opts["registration"] = registration.registration
     try:
         engine = create_engine(model_path, backend=opts.backend or "auto", device=opts.device, **engine_opts)
     except (EngineError, ValueError, OSError, ImportError, RuntimeError) as exc:
         raise PairsEvalError(f"cannot load the engine: {exc}") from None
     try:
-        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections)
+        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections, registration)
     finally:
         engine.close()
 
 
 def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, default_threshold: float,
-              max_detections: int) -> dict:
+              max_detections: int, registration) -> dict:
     from . import node_core as core
     from .classes import load_classes
     from .engine import Detections, InputError
@@ -300,6 +308,10 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         except ValueError as exc:
             failed[pair.name] = str(exc)
             continue
+        reason = core.check_thermal_size(ir.shape[:2], registration.thermal_size, registration["registration.mode"])
+        if reason:
+            failed[pair.name] = reason
+            continue
         t1 = time.perf_counter()
         try:
             result = engine.infer(ir, rgb)
@@ -319,7 +331,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         timings["engine"].append((t2 - t1) * 1e3)
         timings["total"].append((t2 - t0) * 1e3)
         if index in fusion_at or index in sample_at:
-            ir_view = _ir_view(ir, rgb.shape[:2], thermal_range)
+            ir_view = _ir_view(ir, rgb.shape[:2], thermal_range, registration.registration)
         if index in fusion_at:
             from .metrics import fusion_metrics
 
@@ -561,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_size, metavar="HxW",
                    help="network input size (dynamic models only; default: the model's own, as the node)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for the engine (0: library default)")
+    p.add_argument("--registration", metavar="FILE", help="params file with the registration.* that maps the ir/ "
+                   "images onto the vi/ ones (fusion-calibrate's output); default: the pairs are registered")
     p.add_argument("--samples", type=int, default=4, help="pairs in samples.png (default 4)")
     p.add_argument("--fusion-samples", type=int, default=10, help="pairs the fusion metrics average (default 10)")
     p.add_argument("--out", default="pairs_eval", help="output folder (default ./pairs_eval)")
@@ -579,7 +593,7 @@ def options_from_args(args: argparse.Namespace) -> PairsEvalOptions:
         unpaired=args.unpaired, invalid_boxes=args.invalid_boxes, split=args.split, block=args.block, gap=args.gap,
         val_fraction=args.val_fraction, heldout_fraction=args.heldout_fraction, subsets=dict(args.subset),
         limit=args.limit, score_threshold=args.score_threshold, default_threshold=args.default_threshold,
-        input_size=args.input_size, threads=args.threads, samples=args.samples, fusion_samples=args.fusion_samples,
+        input_size=args.input_size, threads=args.threads, registration=args.registration, samples=args.samples, fusion_samples=args.fusion_samples,
         overwrite=args.overwrite, progress=not args.quiet)
 
 

@@ -37,6 +37,7 @@ from .pairing import (
     PairRejected,
     check_compressed_size,
     check_pair_geometry,
+    check_thermal_size,
     classify_error,
     decode_compressed,
     decode_image,
