@@ -41,7 +41,6 @@ ROBUST = 2.0  # Cauchy weights, in units of the RMS residual: clutter seen by on
 MIN_GAIN = 0.02  # floor of the fitted thermal-to-RGB feature gain (see refine)
 DAMPING = 0.1  # Levenberg-Marquardt damping of the Gauss-Newton steps
 MIN_STEP = 1.0 / 16  # a step that worsens the match is halved down to this, then refinement stops
-TILT_PRIOR_WEIGHT = 1.0  # prior on the projective terms, relative to the data's mean curvature (see refine)
 STRUCTURE_MIN = 3.2  # frames with less (see structure(); noise alone gives ~2) in either image are left out
 MIN_OVERLAP = 0.4  # share of the smaller image that must overlap in the search
 
@@ -316,17 +315,6 @@ def refine(thermal: ThermalStack, rgb: RgbLevel, frames: list[int], h_init: np.n
         increment = np.linalg.inv(normalise) @ (np.eye(3) + fraction * (increment - np.eye(3))) @ normalise
         return _normalised(np.linalg.inv(np.linalg.inv(h_from) @ np.linalg.inv(increment)))
 
-    to_rgb = np.linalg.inv(rgb.to_work)
-    tw, th = thermal.size_wh
-    thermal_norm = np.array([[2.0 / tw, 0, -1.0], [0, 2.0 / tw, -th / tw], [0, 0, 1.0]])
-    rgb_w = w / rgb.scale
-    rgb_norm = np.array([[2.0 / rgb_w, 0, -1.0], [0, 2.0 / rgb_w, -(h / rgb.scale) / rgb_w], [0, 0, 1.0]])
-
-    def tilt(h_w):
-        """The projective row of H (thermal -> RGB) in coordinates normalised by each image's half-width."""
-        hn = rgb_norm @ to_rgb @ h_w @ np.linalg.inv(thermal_norm)
-        return hn[2, :2] / hn[2, 2]
-
     h_work = rgb.to_work @ h_init
     best = None  # (cosine, h_work, step p) of the last accepted estimate
     fraction = 1.0
@@ -360,16 +348,6 @@ def refine(thermal: ThermalStack, rgb: RgbLevel, frames: list[int], h_init: np.n
                 + jac_y.T @ (axy[:, None] * jac_x) + jac_y.T @ (ayy[:, None] * jac_y))
         grad = jac_x.T @ np.einsum("fcn,fcn->n", wx, resid) + jac_y.T @ np.einsum("fcn,fcn->n", wy, resid)
         damping = DAMPING * np.diag(np.diag(hess)) + 1e-9 * np.trace(hess) * np.eye(len(hess))
-        if kind == "projective":
-            # the cameras look nearly the same way: a Gaussian prior (TILT_PRIOR_WEIGHT) on the projective terms keeps
-            # what the frames barely constrain from swinging the far corners
-            now = tilt(h_work)
-            probe = 1e-4
-            tilt_jac = np.stack([(tilt(step_to(h_work, basis @ (probe * e), 1.0)) - now) / probe
-                                 for e in np.eye(basis.shape[1])], axis=1)
-            weight_prior = float(np.trace(hess)) / len(hess) * TILT_PRIOR_WEIGHT
-            hess = hess + weight_prior * tilt_jac.T @ tilt_jac
-            grad = grad - weight_prior * tilt_jac.T @ now
         p = basis @ np.linalg.solve(hess + damping, grad)
         best = (score, h_work, p)
         fraction = min(1.0, fraction * 2.0)

@@ -134,3 +134,14 @@ def render_board(rng: np.random.Generator, size_wh: tuple[int, int], cols: int, 
     thermal = inside * (0.75 - 0.45 * drawn) + (1 - inside) * (0.2 + 0.15 * background)
     thermal = cv2.GaussianBlur(thermal, (0, 0), 1.2) + rng.normal(0, 0.02, thermal.shape)
     return np.clip(thermal * 255 + 0.5, 0, 255).astype(np.uint8), rgb
+
+
+def thermal_standin(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A thermal-looking uint8 frame rendered from an RGB one, so it is registered exactly (real pairs carry
+    their own registration error): polarity inverted, gamma, a smooth random gain field, blur and noise. It
+    measures a calibration's own precision on real scene structure."""
+    height, width = rgb.shape[:2]
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    gain = cv2.resize(rng.uniform(0.5, 1.5, (4, 5)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    thermal = cv2.GaussianBlur((1.0 - gray) ** 1.5 * gain, (0, 0), 1.5) + rng.normal(0, 0.02, (height, width))
+    return np.clip(thermal * 200.0, 0, 255).astype(np.uint8)
