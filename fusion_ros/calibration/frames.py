@@ -124,7 +124,7 @@ def pairs_from_bag(bag: str | Path, thermal_topic: str, rgb_topic: str, max_fram
             reader.require(thermal_topic, IMAGE_TYPES, "thermal")
             reader.require(rgb_topic, IMAGE_TYPES, "RGB")
             start, end = reader.start_ns, reader.end_ns
-            targets = start + (np.arange(max_frames) + 0.5) * (end - start) / max_frames
+            targets = start + np.arange(max_frames) * (end - start) / max_frames
             stats = PairStreamStats()
             chosen, next_target = [], 0
             for pair in synced_pairs(reader, cfg, thermal_topic, rgb_topic, None, stats=stats):
