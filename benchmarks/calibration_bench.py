@@ -2,6 +2,7 @@
 
     python benchmarks/calibration_bench.py scene [--data ../shared/data/msrs_det] [--part check] [--warps 3]
     python benchmarks/calibration_bench.py target [--trials 10] [--boards 12]
+    python benchmarks/calibration_bench.py field [--blocks 2 4 7]
 
 `scene`: the folder's pairs, sorted by name, are cut into blocks of --length consecutive pairs (a driving
 sequence); even blocks are `dev` (tuned on), odd ones `check` (measured only). Each block is calibrated --warps
@@ -12,7 +13,8 @@ distance at the four thermal corners (RGB pixels) from the true homography; `vs 
 block calibrated without a warp (what the warp test asks: is the warp undone, whatever the pairs' own
 registration error). --standin replaces the thermal frames with ones rendered from the RGB frames
 (warped_rig.thermal_standin): exactly registered, so the errors are the method's own.
-`target`: rendered checkerboards seen through the same kind of warps.
+`target`: rendered checkerboards seen through the same kind of warps. `field`: how the pairs' own registration
+departs from pixel alignment, region by region, by the calibration's features and by mutual information.
 Writes results.json and results.md into --out and prints the table.
 """
 from __future__ import annotations
@@ -23,14 +25,16 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusion_ros.calibration.scene import CalibrationRefused, calibrate_scene  # noqa: E402
+from fusion_ros.calibration.scene import (  # noqa: E402
+    CalibrationRefused, calibrate_scene, corner_distance, luminance, orientation_features, unit_range)
 from fusion_ros.calibration.target import Target, calibrate_target  # noqa: E402
-from fusion_ros.calibration.warped_rig import WarpRange, corner_error, make_rig, render_board, thermal_standin  # noqa: E402
+from fusion_ros.calibration.warped_rig import WarpRange, make_rig, render_board, thermal_standin  # noqa: E402
 from fusion_ros.labelled_pairs import IR_DIRS, VI_DIRS, LabelledPair, find_subdir, image_files, load_pair_images, natural_key  # noqa: E402
 
 SMALL_THERMAL = (320, 240)
@@ -79,7 +83,7 @@ def run_one(block, thermal_source, rig) -> dict:
     if result is not None:
         record.update(residual=result.halves_px, agree=f"{result.frames_agreeing}/{result.frames}",
                       null_ratio=result.null_ratio, homography=result.homography.tolist(),
-                      error=corner_error(result.homography, rig.truth, rig.thermal_wh))
+                      error=corner_distance(result.homography, rig.truth, rig.thermal_wh))
     return record
 
 
@@ -101,7 +105,7 @@ def scene_bench(args) -> dict:
                            thermal_wh=SMALL_THERMAL if j % 2 else None)
             record = {"block": label, "kind": "warped", **run_one(block, block, rig)}
             if residual_registration is not None and record.get("homography") is not None:
-                record["error_vs_unwarped"] = corner_error(np.array(record["homography"]),
+                record["error_vs_unwarped"] = corner_distance(np.array(record["homography"]),
                                                            residual_registration @ rig.truth, rig.thermal_wh)
             records.append(record)
             print(_line(record), flush=True)
@@ -150,7 +154,7 @@ def target_bench(args) -> dict:
         start = time.perf_counter()
         try:
             result = calibrate_target([rig.thermal(t) for t, _ in boards], [c for _, c in boards], target)
-            record = {"error": corner_error(result.homography, rig.truth, rig.thermal_wh), "rms": result.rms_px,
+            record = {"error": corner_distance(result.homography, rig.truth, rig.thermal_wh), "rms": result.rms_px,
                       "frames": result.frames, "refused": None}
         except CalibrationRefused as exc:
             record = {"refused": str(exc)}
@@ -167,6 +171,54 @@ def target_bench(args) -> dict:
     return {"records": records, "summary": summary}
 
 
+def mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 24) -> float:
+    """Mutual information (nats) of two images with values in 0..1."""
+    joint = np.bincount((np.clip(a, 0, 0.9999) * bins).astype(int).ravel() * bins
+                        + (np.clip(b, 0, 0.9999) * bins).astype(int).ravel(), minlength=bins * bins)
+    joint = joint.reshape(bins, bins) / joint.sum()
+    outer = joint.sum(1, keepdims=True) @ joint.sum(0, keepdims=True)
+    seen = joint > 0
+    return float((joint[seen] * np.log(joint[seen] / outer[seen])).sum())
+
+
+def field_bench(args) -> dict:
+    """How the pairs' own registration departs from pixel alignment, region by region: the shift (RGB pixel =
+    thermal pixel + shift) that best aligns each region over a block's frames, by the calibration's gradient
+    orientation features and, independently, by mutual information of the blurred intensities."""
+    blocks = read_blocks(Path(args.data), args.length)
+    rows = []
+    for k in args.blocks:
+        block = blocks[k]
+        thermal = [unit_range(ir) for _, ir, _ in block]
+        gray = [luminance(c) for _, _, c in block]
+        feats_t, feats_r = [orientation_features(t) for t in thermal], [orientation_features(g) for g in gray]
+        blur_t = [cv2.GaussianBlur(t, (0, 0), 1.0) for t in thermal]
+        blur_r = [unit_range(cv2.GaussianBlur(g, (0, 0), 1.0)) for g in gray]
+        height, width = gray[0].shape
+        r = args.radius
+        ys = np.linspace(r, height - r, args.grid[0] + 1).astype(int)
+        xs = np.linspace(r, width - r, args.grid[1] + 1).astype(int)
+        for gy in range(args.grid[0]):
+            for gx in range(args.grid[1]):
+                y0, y1, x0, x1 = ys[gy], ys[gy + 1], xs[gx], xs[gx + 1]
+                best = {"features": (-np.inf, 0, 0), "MI": (-np.inf, 0, 0)}
+                for dy in range(-r, r + 1):
+                    for dx in range(-r, r + 1):
+                        feature = sum(float((ft[:, y0:y1, x0:x1] * fr[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum())
+                                      for ft, fr in zip(feats_t, feats_r))
+                        mi = sum(mutual_information(bt[y0:y1, x0:x1], br[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
+                                 for bt, br in zip(blur_t, blur_r))
+                        for key, value in (("features", feature), ("MI", mi)):
+                            if value > best[key][0]:
+                                best[key] = (value, dx, dy)
+                rows.append({"block": f"{block[0][0]}..{block[-1][0]}", "region centre (x, y)":
+                             f"({(x0 + x1) // 2}, {(y0 + y1) // 2})",
+                             "shift by features": f"({best['features'][1]:+d}, {best['features'][2]:+d})",
+                             "shift by MI": f"({best['MI'][1]:+d}, {best['MI'][2]:+d})"})
+                print(json.dumps(rows[-1]), flush=True)
+    return {"records": rows, "summary": rows}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -180,11 +232,17 @@ def main(argv=None) -> int:
     target = sub.add_parser("target")
     target.add_argument("--trials", type=int, default=10)
     target.add_argument("--boards", type=int, default=12, help="board poses per trial (default 12)")
-    for sp in (scene, target):
+    field = sub.add_parser("field")
+    field.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "msrs_det"))
+    field.add_argument("--length", type=int, default=24)
+    field.add_argument("--blocks", type=int, nargs="+", default=[2, 4, 7], help="block indices (default 2 4 7)")
+    field.add_argument("--grid", type=int, nargs=2, default=[3, 4], metavar=("ROWS", "COLS"))
+    field.add_argument("--radius", type=int, default=6, help="largest shift tried, pixels (default 6)")
+    for sp in (scene, target, field):
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--out", default="bench_out/calibration")
     args = p.parse_args(argv)
-    result = scene_bench(args) if args.mode == "scene" else target_bench(args)
+    result = {"scene": scene_bench, "target": target_bench, "field": field_bench}[args.mode](args)
     out = Path(args.out) / args.mode
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), **result}, indent=1))

@@ -15,9 +15,9 @@ import pytest
 
 from fusion_ros.calibration.cli import EXIT_BAD_INPUT, EXIT_REFUSED, main
 from fusion_ros.calibration.output import registration_params, write_params_file
-from fusion_ros.calibration.scene import CalibrationRefused, SceneOptions, calibrate_scene
+from fusion_ros.calibration.scene import CalibrationRefused, SceneOptions, calibrate_scene, corner_distance
 from fusion_ros.calibration.target import Target, calibrate_target
-from fusion_ros.calibration.warped_rig import corner_error, make_rig, render_board, thermal_standin
+from fusion_ros.calibration.warped_rig import make_rig, render_board, thermal_standin
 from fusion_ros.node_params import load_node_params
 
 MSRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrs_det"
@@ -70,7 +70,7 @@ def test_cli_undoes_a_known_warp_of_a_real_sequence(tmp_path, capsys):
     # msrs_det's own registration is a few pixels off any homography (README, Calibration), so against the
     # pairs as registered that error remains: a fraction of what the warp moved the thermal corners
     stretched = np.diag([RGB_WH[0] / THERMAL_WH[0], RGB_WH[1] / THERMAL_WH[1], 1.0])
-    assert corner_error(homography, rig.truth, THERMAL_WH) < 0.4 * corner_error(stretched, rig.truth, THERMAL_WH)
+    assert corner_distance(homography, rig.truth, THERMAL_WH) < 0.4 * corner_distance(stretched, rig.truth, THERMAL_WH)
     picture = cv2.imread(str(check))
     assert picture is not None and picture.shape[1] == 2 * RGB_WH[0]
 
@@ -82,7 +82,7 @@ def test_exactly_registered_standin_is_recovered_within_half_a_pixel():
     rng = np.random.default_rng(8)
     rig = make_rig(rng, RGB_WH, thermal_wh=THERMAL_WH)
     result = calibrate_scene([rig.thermal(thermal_standin(c, rng)) for c in rgb], rgb, OPTIONS)
-    assert corner_error(result.homography, rig.truth, THERMAL_WH) <= 0.5
+    assert corner_distance(result.homography, rig.truth, THERMAL_WH) <= 0.5
     assert result.frames_agreeing >= 10 and result.halves_px <= 1.0
 
 
@@ -216,7 +216,7 @@ def test_bag_pairs_come_through_the_node_synchroniser(tmp_path):
     assert f"{len(names) - 1} synchronised pairs" in out.read_text()
     # the same frames handed over directly: the bag path only adds the node's decoding and normalisation
     direct = calibrate_scene([rig.thermal(t) for t in thermal[:-1]], rgb[:-1], OPTIONS)
-    assert corner_error(homography, direct.homography, THERMAL_WH) <= 0.5
+    assert corner_distance(homography, direct.homography, THERMAL_WH) <= 0.5
 
 
 # ------------------------------------------------------------------------------------------- target mode
@@ -226,7 +226,7 @@ def test_rendered_checkerboards_give_the_homography_within_half_a_pixel():
     rig = make_rig(rng, (640, 480), thermal_wh=(320, 240))
     boards = [render_board(rng, (640, 480), target.cols, target.rows) for _ in range(8)]
     result = calibrate_target([rig.thermal(t) for t, _ in boards], [c for _, c in boards], target)
-    assert corner_error(result.homography, rig.truth, rig.thermal_wh) <= 0.5
+    assert corner_distance(result.homography, rig.truth, rig.thermal_wh) <= 0.5
     assert result.frames >= 4 and result.rms_px < 0.5
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..preprocess import resize_homography
+from .scene import corners, project
 
 
 @dataclass(frozen=True)
@@ -40,25 +41,6 @@ def random_warp(rng: np.random.Generator, size_wh: tuple[int, int], ranges: Warp
     to_centre, back = np.eye(3), np.eye(3)
     to_centre[:2, 2], back[:2, 2] = -centre, centre
     return back @ core @ to_centre
-
-
-def map_points(homography: np.ndarray, points) -> np.ndarray:
-    """(N, 2) pixel points through a 3×3 homography."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    mapped = np.c_[points, np.ones(len(points))] @ np.asarray(homography, dtype=np.float64).T
-    return mapped[:, :2] / mapped[:, 2:3]
-
-
-def image_corners(size_wh: tuple[int, int]) -> np.ndarray:
-    """The four corner pixel centres of an image of ``size_wh``."""
-    w, h = size_wh
-    return np.array([[0.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [0.0, h - 1.0]])
-
-
-def corner_error(estimate: np.ndarray, truth: np.ndarray, thermal_wh: tuple[int, int]) -> float:
-    """Largest distance (RGB pixels) between where two thermal -> RGB homographies put the thermal corners."""
-    corners = image_corners(thermal_wh)
-    return float(np.linalg.norm(map_points(estimate, corners) - map_points(truth, corners), axis=1).max())
 
 
 @dataclass
@@ -94,7 +76,7 @@ def make_rig(rng: np.random.Generator, rgb_wh: tuple[int, int], view: float = 0.
     for _ in range(tries):
         warp = random_warp(rng, rgb_wh, ranges)
         render = crop @ warp
-        seen = map_points(np.linalg.inv(render), image_corners(view_wh))
+        seen = project(np.linalg.inv(render), corners(view_wh))
         if seen.min() >= 0 and seen[:, 0].max() <= width - 1 and seen[:, 1].max() <= height - 1:
             truth = np.linalg.inv(downscale @ render)
             return WarpedRig(warp, render, view_wh, thermal_wh, truth / truth[2, 2])
