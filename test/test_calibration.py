@@ -220,11 +220,12 @@ def test_bag_pairs_come_through_the_node_synchroniser(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- target mode
-def test_rendered_checkerboards_give_the_homography_within_half_a_pixel():
+@pytest.mark.parametrize("pattern", ["chessboard:9x6", "circles:4x6"])
+def test_rendered_targets_give_the_homography_within_half_a_pixel(pattern):
     rng = np.random.default_rng(11)
-    target = Target.parse("chessboard:9x6")
+    target = Target.parse(pattern)
     rig = make_rig(rng, (640, 480), thermal_wh=(320, 240))
-    boards = [render_board(rng, (640, 480), target.cols, target.rows) for _ in range(8)]
+    boards = [render_board(rng, (640, 480), target.cols, target.rows, target.kind) for _ in range(8)]
     result = calibrate_target([rig.thermal(t) for t, _ in boards], [c for _, c in boards], target)
     assert corner_distance(result.homography, rig.truth, rig.thermal_wh) <= 0.5
     assert result.frames >= 4 and result.rms_px < 0.5

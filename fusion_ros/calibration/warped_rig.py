@@ -84,14 +84,21 @@ def make_rig(rng: np.random.Generator, rgb_wh: tuple[int, int], view: float = 0.
 
 
 def render_board(rng: np.random.Generator, size_wh: tuple[int, int], cols: int, rows: int,
-                 supersample: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """A checkerboard with ``cols`` x ``rows`` inner corners at a random pose in a frame of ``size_wh``, drawn
-    twice as a registered pair: (thermal uint8, RGB uint8 H x W x 3). The thermal one is heated (the dark
-    squares warm, so its polarity is inverted), blurrier and noisier, over a dim background."""
+                 kind: str = "chessboard", supersample: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A target at a random pose in a frame of ``size_wh``, drawn twice as a registered pair: (thermal uint8,
+    RGB uint8 H x W x 3). ``kind`` chessboard: ``cols`` x ``rows`` inner corners; circles: a symmetric grid of
+    ``cols`` x ``rows`` dark circles. The thermal one is heated (the dark parts warm, so its polarity is
+    inverted), blurrier and noisier, over a dim background."""
     width, height = size_wh
     square = 16 * supersample
-    board = np.kron((np.indices((rows + 1, cols + 1)).sum(0) % 2).astype(np.float32),
-                    np.ones((square, square), np.float32))
+    if kind == "chessboard":
+        board = np.kron((np.indices((rows + 1, cols + 1)).sum(0) % 2).astype(np.float32),
+                        np.ones((square, square), np.float32))
+    else:
+        board = np.ones(((rows + 1) * square, (cols + 1) * square), np.float32)
+        for r in range(rows):
+            for c in range(cols):
+                cv2.circle(board, ((c + 1) * square, (r + 1) * square), square // 3, 0.0, -1, cv2.LINE_AA)
     margin = square
     board = cv2.copyMakeBorder(board, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=1.0)
     bh, bw = board.shape
