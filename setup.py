@@ -32,6 +32,7 @@ setup(
             "fusion-eval-pairs = fusion_ros.pairs_eval:main",
             "fusion-eval-fusion = fusion_ros.quality_eval:main",
             "fusion-play-bag = fusion_ros.nodes.bag_player:main",
+            "fusion-calibrate = fusion_ros.calibration.cli:main",
             "fusion-make-dataset = fusion_ros.synthetic:main",
             "fusion-train = training.train:main",
             "fusion-export = training.export:main",

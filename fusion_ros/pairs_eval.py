@@ -59,6 +59,8 @@ from .labelled_pairs import (
     read_labelled_pairs,
     subsets as match_subsets,
 )
+from .node_params import load_node_params, registration_overrides
+from .registration import Registration
 from .summary import fmt_num as _num, fusion_summary, fusion_table, json_safe as _json_safe, latency_stats as _stats
 from .summary import latency_table, prepare_output_dir
 
@@ -100,6 +102,7 @@ class PairsEvalOptions:
     default_threshold: float | None = None  # operating point; None: the node's score_threshold default
     input_size: tuple | None = None  # (height, width) the network runs at; None: the model's own
     threads: int = 0
+    registration: str | None = None  # params file whose registration.* maps the ir/ frames onto vi/
     samples: int = 4
     fusion_samples: int = 10
     overwrite: bool = False
@@ -221,15 +224,14 @@ def spread(names: list[str], limit: int | None) -> list[str]:
     return [names[i] for i in idx]
 
 
-def ir_view(ir: np.ndarray, hw, thermal_range) -> np.ndarray:
-    """The IR frame as uint8 on the visible grid (for pictures and fusion metrics)."""
+def ir_view(ir: np.ndarray, hw, thermal_range, registration=None) -> np.ndarray:
+    """The IR frame as uint8 on the visible grid (for pictures and fusion metrics), registered as the engine
+    does (``registration``: a fusion_ros.registration.Registration; None: the frames are registered, resize)."""
     if ir.dtype == np.uint16:
         lo, hi = (float(v) for v in thermal_range)
         ir = np.clip((ir.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     h, w = (int(v) for v in hw)
-    if ir.shape[:2] != (h, w):
-        ir = cv2.resize(ir, (w, h), interpolation=cv2.INTER_LINEAR)
-    return ir
+    return (registration or Registration(None)).warp_thermal(ir, (w, h))
 
 
 def _draw_labels(image_bgr: np.ndarray, boxes, labels, names) -> np.ndarray:
@@ -264,18 +266,23 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     if not root.exists():
         raise PairsEvalError(f"{root} does not exist (expected a folder with ir/, vi/ and labels)")
 
+    registration = core.validate_params({})  # identity
+    if opts.registration:
+        try:
+            registration = load_node_params(None, registration_overrides(opts.registration), None, None, None)
+        except core.ParamError as exc:
+            raise PairsEvalError(f"--registration {opts.registration}: {exc}") from None
     engine, model_path = open_engine(opts.model, opts.backend, opts.device, opts.threads, opts.input_size,
-                                     PairsEvalError,
+                                     PairsEvalError, registration=registration.registration,
                                      postprocess=replace(node.postprocess, score_threshold=opts.score_threshold))
     try:
-        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections,
-                         node["registration.max_aspect_mismatch"])
+        return _evaluate(opts, engine, model_path, root, default_threshold, max_detections, registration)
     finally:
         engine.close()
 
 
 def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, default_threshold: float,
-              max_detections: int, max_aspect_mismatch: float) -> dict:
+              max_detections: int, registration) -> dict:
     from . import node_core as core
     from .classes import load_classes
     from .engine import Detections, InputError
@@ -328,11 +335,11 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         except ValueError as exc:
             failed[pair.name] = str(exc)
             continue
-        # registered pairs are only resized onto each other (the node's identity registration): a pair the
-        # node would reject as unregistrable is counted as failed, not scored stretched
-        reason = core.check_pair_geometry(ir.shape[:2], rgb.shape[:2], True, max_aspect_mismatch)
-        if reason:
-            failed[pair.name] = f"the node would reject this pair: {reason}"
+        # a pair the node would reject (sizes the registration is not calibrated for; identity registration
+        # and another aspect ratio) is counted as failed, not scored stretched
+        problem = core.pair_size_problem(registration, ir.shape[:2], rgb.shape[:2])
+        if problem:
+            failed[pair.name] = f"the node would reject this pair: {problem[2]}"
             continue
         t1 = time.perf_counter()
         try:
@@ -353,7 +360,7 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         timings["engine"].append((t2 - t1) * 1e3)
         timings["total"].append((t2 - t0) * 1e3)
         if index in fusion_at or index in sample_at:
-            ir_8bit = ir_view(ir, rgb.shape[:2], thermal_range)
+            ir_8bit = ir_view(ir, rgb.shape[:2], thermal_range, registration.registration)
         if index in fusion_at:
             from .metrics import fusion_metrics
 
@@ -602,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lowest detection score kept for mAP (default 0.05, as the trainer's validation)")
     p.add_argument("--default-threshold", type=float,
                    help="operating-point threshold (default: the node's score_threshold default)")
+    p.add_argument("--registration", metavar="FILE", help="params file with the registration.* that maps the ir/ "
+                   "images onto the vi/ ones (fusion-calibrate's output); default: the pairs are registered")
     p.add_argument("--samples", type=int, default=4, help="pairs in samples.png (default 4)")
     p.add_argument("--fusion-samples", type=int, default=10, help="pairs the fusion metrics average (default 10)")
     p.add_argument("--out", default="pairs_eval", help="output folder (default ./pairs_eval)")
@@ -620,7 +629,8 @@ def options_from_args(args: argparse.Namespace) -> PairsEvalOptions:
         unpaired=args.unpaired, invalid_boxes=args.invalid_boxes, split=args.split, block=args.block, gap=args.gap,
         val_fraction=args.val_fraction, heldout_fraction=args.heldout_fraction, subsets=dict(args.subset),
         limit=args.limit, score_threshold=args.score_threshold, default_threshold=args.default_threshold,
-        input_size=args.input_size, threads=args.threads, samples=args.samples, fusion_samples=args.fusion_samples,
+        input_size=args.input_size, threads=args.threads, registration=args.registration, samples=args.samples,
+        fusion_samples=args.fusion_samples,
         overwrite=args.overwrite, progress=not args.quiet)
 
 

@@ -213,7 +213,7 @@ def test_an_unreadable_image_is_reported_without_decoder_lines_on_stderr(folder,
     m = json.loads((out / "metrics.json").read_text())
     assert m["pairs"]["failed_names"] == ["00002N"] and m["pairs"]["evaluated"] == len(NAMES) - 1
     reason = next(w for w in m["warnings"] if "could not be evaluated" in w)
-    assert f"00002N: visible image: cannot decode {png}: " in reason, reason
+    assert f"00002N: cannot decode visible image {png}: " in reason, reason
     assert "png" in reason.split(f"{png}: ", 1)[1].lower(), reason  # the decoder's own words
     assert "could not be evaluated" in err  # the CLI's own warning line says it
 

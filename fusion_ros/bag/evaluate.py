@@ -46,7 +46,7 @@ from .. import node_core as core
 from .. import segmentation_labels as seg_labels
 from .. import topics
 from ..image_conversions import ImageConversionError, image_to_array
-from ..node_params import load_node_params, parse_param
+from ..node_params import load_node_params, parse_param, registration_overrides
 from ..summary import fusion_summary, json_safe as _json_safe, latency_stats as _stats, prepare_output_dir
 from .ground_truth import StampMatcher, class_labels, load_coco_ground_truth
 from .pairing import PairStreamStats, SyncedPair, synced_pairs
@@ -639,6 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "registration and threshold settings are taken from it")
     p.add_argument("-p", "--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="one node parameter, e.g. -p sync.slop=0.03 -p input_height=256 (repeatable)")
+    p.add_argument("--registration", metavar="FILE", help="the registration.* parameters of this params file "
+                   "(fusion-calibrate's output) over --params-file's; -p still wins")
     p.add_argument("--samples", type=int, default=4, help="sample frames in samples.png (default 4)")
     p.add_argument("--fusion-samples", type=int, default=20, help="frames the fusion metrics average (default 20)")
     p.add_argument("--no-output-bag", action="store_true", help="skip the annotated bag")
@@ -652,9 +654,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    params = dict(args.param)
+    if args.registration:
+        try:
+            params = {**registration_overrides(args.registration), **params}
+        except core.ParamError as exc:
+            print(f"fusion-eval-bag: error: {exc}", file=sys.stderr)
+            return 2
     opts = EvalOptions(
         bag=args.bag, out=args.out, thermal_topic=args.thermal_topic, rgb_topic=args.rgb_topic, model=args.model,
-        backend=args.backend, device=args.device, params_file=args.params_file, params=dict(args.param),
+        backend=args.backend, device=args.device, params_file=args.params_file, params=params,
         gt_detections=args.gt_detections, gt_file=args.gt_file, gt_segmentation=args.gt_segmentation,
         no_gt=args.no_gt, max_pairs=args.max_pairs, samples=args.samples, fusion_samples=args.fusion_samples,
         write_bag=not args.no_output_bag, overlay=not args.no_overlay, overwrite=args.overwrite,

@@ -42,6 +42,7 @@ from .pairing import (
     decode_image,
     make_synchronizer,
     offer_frame,
+    pair_size_problem,
     prepare_inputs,
     prepare_pair,
 )
@@ -69,6 +70,6 @@ __all__ = [
     "check_pair_geometry", "check_runtime_update", "check_value", "class_colors", "classify_error",
     "cli_parameter_overrides", "coerce", "colorize_mask", "decode_compressed", "decode_image",
     "dropped_cli_parameters", "engine_options", "engine_status", "input_status", "make_synchronizer",
-    "offer_frame", "output_stall", "prepare_inputs", "prepare_pair", "render_detections",
+    "offer_frame", "output_stall", "pair_size_problem", "prepare_inputs", "prepare_pair", "render_detections",
     "segmentation_publish_problem", "skew_description", "sync_status", "validate_params",
 ]

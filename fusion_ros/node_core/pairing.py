@@ -177,6 +177,19 @@ class PairRejected(Exception):
         self.index, self.reason, self.message = index, reason, message
 
 
+def pair_size_problem(cfg: NodeConfig, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int]
+                      ) -> tuple[int, str, str] | None:
+    """(index of the camera at fault, drop reason key, message) when the configured registration cannot map
+    a thermal/RGB pair of these sizes (calibrated sizes, identity aspect ratio), else None."""
+    for index, camera, hw in ((THERMAL_INDEX, "thermal", thermal_hw), (RGB_INDEX, "rgb", rgb_hw)):
+        reason = check_calibrated_size(camera, hw, cfg.calibrated_size(camera), cfg["registration.mode"])
+        if reason:
+            return index, f"{camera}_size", reason
+    reason = check_pair_geometry(thermal_hw, rgb_hw, cfg.registration.is_identity,
+                                 cfg["registration.max_aspect_mismatch"])
+    return (THERMAL_INDEX, "size_mismatch", reason) if reason else None
+
+
 def prepare_inputs(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
                    color_frame: Frame) -> tuple[np.ndarray, np.ndarray, str]:
     """A synchronised pair -> (thermal float32 H×W in 0..1, colour frame as received, its encoding): the
@@ -189,14 +202,9 @@ def prepare_inputs(cfg: NodeConfig, model_thermal_range, thermal_frame: Frame,
         except ImageConversionError as exc:
             raise PairRejected(index, classify_error(str(exc)), str(exc)) from None
     (thermal, t_enc), (color, c_enc) = decoded
-    for index, camera, image in ((THERMAL_INDEX, "thermal", thermal), (RGB_INDEX, "rgb", color)):
-        reason = check_calibrated_size(camera, image.shape[:2], cfg.calibrated_size(camera), cfg["registration.mode"])
-        if reason:
-            raise PairRejected(index, f"{camera}_size", reason)
-    reason = check_pair_geometry(thermal.shape[:2], color.shape[:2], cfg.registration.is_identity,
-                                 cfg["registration.max_aspect_mismatch"])
-    if reason:
-        raise PairRejected(THERMAL_INDEX, "size_mismatch", reason)
+    problem = pair_size_problem(cfg, thermal.shape[:2], color.shape[:2])
+    if problem:
+        raise PairRejected(*problem)
     try:
         low, high = fixed_thermal_range(t_enc, cfg.thermal_range, model_thermal_range)
         thermal_unit = thermal_to_float(thermal, t_enc, cfg["thermal.mode"], low, high)
