@@ -1,6 +1,7 @@
 """Make a finished run the bundled default model: copy it, export ONNX, write the model card.
 
     python -m training.ship runs/default [--dest fusion_ros/models] [--table bench_out/real_pairs/table.md]
+           [--fusion-table bench_out/fusion_quality/table.md]
 
 The card records where the model came from (config, training command, date, steps) and what it
 scores, so a user can see what they deploy: for a run on labelled real pairs (`data: kind: pairs`),
@@ -91,7 +92,7 @@ REAL_CARD = """# Model card: {name}
   mAP@0.5 **{map50}** (day {day}, night {night}), mAP@0.5:0.95 {map}; AP@0.5 {per_class}.
   At the node's default score_threshold {threshold}: {boxes_per_object} boxes per labelled object, precision {precision},
   recall {recall}.
-{table}
+{table}{fusion_table}
 - **Not validated on**: other cameras, lenses and thermal sensors (one registered camera pair, MSRS/MFNet, 640x480);
   rain, snow, fog; classes other than {det}; segmentation (see above); 16-bit radiometric thermal input (the
   training thermal images are 8-bit).
@@ -155,8 +156,15 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         threshold=metrics["config"]["default_score_threshold"], boxes_per_object=_fmt(op["boxes_per_object"]),
         precision=_fmt(op["precision"]), recall=_fmt(op["recall"]),
         table=f"\nComparison on the same val pairs (benchmarks/real_pairs_compare.py):\n\n{args.table.read_text()}"
-        if args.table else "", today=date.today().isoformat())
+        if args.table else "", fusion_table=_fusion_table(args), today=date.today().isoformat())
     return card, {"validation_real_pairs": metrics}
+
+
+def _fusion_table(args) -> str:
+    """The fused image's quality table given with --fusion-table (fusion-eval-fusion's numbers), or nothing."""
+    if not args.fusion_table:
+        return ""
+    return f"\n- **Fused image** (fusion-eval-fusion, at each pair's own resolution):\n\n{args.fusion_table.read_text()}"
 
 
 def synthetic_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
@@ -191,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="", help="extra provenance for the card (e.g. how a run was resumed)")
     parser.add_argument("--table", type=Path, default=None,
                         help="a Markdown comparison table to include in the card (real-pair runs)")
+    parser.add_argument("--fusion-table", type=Path, default=None,
+                        help="a Markdown table of the fused image's quality to include in the card (real-pair runs)")
     args = parser.parse_args(argv)
     source = args.run / "model.pt"
     model, meta = load_model(source)  # refuses unfinished or broken runs
