@@ -4,7 +4,7 @@
            [--backends torch onnxruntime tensorrt] [--batches 1 4] [--threads 2] [--device cpu|cuda]
            [--segmentation] [--camera-sizes 640x480 1280x1024 1920x1080]
 
-Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for the README). Every
+Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for docs/engines.md). Every
 configuration runs in a fresh process (spawn), so peak RSS is that backend's alone and thread settings do
 not leak between backends. Frames are synthetic camera frames at the network size (uint16 thermal, uint8
 RGB): "pre"/"post" are the shared fusion_ros.preprocess/postprocess costs, "infer" the backend's network

@@ -1,4 +1,4 @@
-"""Detection on real road pairs: the comparison table of issue 12 (README "Real cameras").
+"""Detection on real road pairs: the comparison table of docs/training.md ("Detection on real road pairs").
 
     python benchmarks/real_pairs_compare.py --config config/train_msrs.yaml --runs runs/ir_s0 runs/bilevel_s0 ...
         [--zero-shot] [--out bench_out/real_pairs]
