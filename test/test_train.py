@@ -48,6 +48,31 @@ def test_bilevel_step_updates_both_levels(tmp_path):
     assert all(torch.equal(a, p) for a, p in zip(alpha_mid, trainer.alpha))  # alpha untouched
 
 
+def test_bilevel_fusion_weight_scales_only_the_fusion_objective_in_the_update(tmp_path):
+    """alpha's gradient in a bi-level update is w * dL_fuse/dalpha + the tasks' aggregated hypergradient."""
+    def update_gradient(weight):
+        cfg = copy.deepcopy(TINY)
+        cfg["schedule"]["bilevel_fusion_weight"] = weight
+        trainer = Trainer(cfg, tmp_path / f"run_{weight}")
+        seen = []
+        trainer.opt_upper.step = lambda: seen.append([p.grad.detach().clone() for p in trainer.alpha])
+        row = trainer.bilevel_step(trainer.batch(trainer.train_set, 0), draw=0)
+        return torch.cat([g.reshape(-1) for g in seen[0]]), row
+
+    g0, row0 = update_gradient(0.0)
+    g1, row1 = update_gradient(1.0)
+    g3, row3 = update_gradient(3.0)
+    fusion_part = g1 - g0
+    assert fusion_part.norm() > 1e-3 * g1.norm()  # the fusion objective does reach alpha
+    assert torch.allclose(g3 - g0, 3.0 * fusion_part, rtol=1e-3, atol=1e-6)
+    assert row3["fuse_grad_norm"] == pytest.approx(3.0 * row1["fuse_grad_norm"], rel=1e-4)
+    assert row0["fuse_grad_norm"] == 0.0 and row0["task_grad_norm"] == pytest.approx(row1["task_grad_norm"], rel=1e-4)
+    bad = copy.deepcopy(TINY)
+    bad["schedule"]["bilevel_fusion_weight"] = -1.0
+    with pytest.raises(ValueError, match="bilevel_fusion_weight"):
+        Trainer(bad, tmp_path / "bad")
+
+
 def test_warm_start_lowers_the_fusion_loss(tmp_path):
     cfg = copy.deepcopy(TINY)
     cfg["schedule"]["upper_lr"] = 3e-3

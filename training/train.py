@@ -68,6 +68,10 @@ class Schedule:
     lr_warmup_steps: int = 0
     lr_decay_at: tuple[float, ...] = ()  # fractions of `steps` where both learning rates drop x0.1
     hypergradient_scale: float = 1.0
+    # weight of the fusion objective's gradient beside the tasks' aggregated hypergradient in a bi-level
+    # update. Adam makes the warm start indifferent to it; in the bi-level phase it sets how hard the tasks
+    # pull on the fusion net next to its own objective (task_grad_norm / fuse_grad_norm in log.jsonl)
+    bilevel_fusion_weight: float = 1.0
     fusion_warmup_lr: float | None = None  # the fusion net's rate in the warm start (None: upper_lr)
     aggregation: str = "grad_norm"
     # the semantic module's optimiser: "adam", or "sgd" (momentum 0.9, Nesterov, weight decay 5e-4, as
@@ -107,6 +111,8 @@ class Schedule:
             raise ValueError(f"schedule.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.loader_workers < 0:
             raise ValueError(f"schedule.loader_workers must be >= 0, got {self.loader_workers}")
+        if self.bilevel_fusion_weight < 0:
+            raise ValueError(f"schedule.bilevel_fusion_weight must be >= 0, got {self.bilevel_fusion_weight}")
 
     @property
     def warm_start_lr(self) -> float:
@@ -374,7 +380,7 @@ class Trainer:
             w = self.task_weights(hypergrads, [upper[t].item() for t in TASKS])
             task_grad = aggregate(hypergrads, w)
             for p, g_fuse, g_task in zip(self.alpha, grad_fuse, task_grad):
-                p.grad = g_fuse + g_task
+                p.grad = self.sched.bilevel_fusion_weight * g_fuse + g_task
             self.opt_upper.step()
             self.opt_upper.zero_grad(set_to_none=True)
             self.lower_step({t: lower_grads[t][n_alpha:] for t in TASKS})
@@ -383,7 +389,8 @@ class Trainer:
             **{f"F_{t}": upper[t].item() for t in TASKS}, **{f"f_{t}": f[t].item() for t in TASKS},
             **{f"c_{t}": coeffs[t] for t in TASKS}, **{f"w_{t}": float(w[i]) for i, t in enumerate(TASKS)}, **logs,
             # how hard the tasks pull on F next to its own loss: |sum_i w_i h_i| vs |dL_fuse/dalpha|
-            "task_grad_norm": float(norm(task_grad)), "fuse_grad_norm": float(norm(grad_fuse)),
+            "task_grad_norm": float(norm(task_grad)),
+            "fuse_grad_norm": self.sched.bilevel_fusion_weight * float(norm(grad_fuse)),
         }
 
     def set_learning_rates(self, bilevel_step: int) -> None:
