@@ -2,14 +2,16 @@
 
     fusion-eval-fusion DIR [DIR ...] [--out DIR] [--convention both|cddfuse|project] [--reference cddfuse]
                        [--model PATH] [--backend auto|onnxruntime|torch|tensorrt] [--device auto|cpu|cuda]
-                       [--input-size HxW] [--threads N] [--split all|train|heldout|val] [--block 16] [--gap 1]
+                       [--input-size HxW] [--threads N] [--fused-resolution camera|network] [--split all|train|heldout|val] [--block 16] [--gap 1]
                        [--val-fraction 0.2] [--heldout-fraction 0.1] [--limit N] [--unpaired error|skip]
                        [--samples 3] [--night-crops 2] [--overwrite] [--quiet]
 
 Each DIR is one set: ``ir/`` and ``vi/`` images matched by file stem (fusion_ros.labelled_pairs.find_image_pairs;
 labels, where a folder has them, are not read; ``--split`` picks the same val/train/heldout blocks as
 fusion-eval-pairs and the trainer's ``kind: pairs``). Every pair is scored at its native size, nothing
-resized: the model's fused image is what ``Engine.infer`` returns at the visible image's size; the
+resized: the model's fused image is what ``Engine.infer`` returns at the visible image's size (with
+``--fused-resolution network``, the engine's network-size image scaled to the pair's size, as a viewer of
+such a node shows it: the comparison of what fusing at the camera's resolution gains); the
 baselines are the pixel average and the pixel max of the grey IR and the visible image's grey, the IR
 image alone and the visible grey alone, each rounded to an 8-bit image as it would be saved (the
 average's .5 to even). A pair that cannot be scored (an unreadable or damaged file, IR and visible of
@@ -27,7 +29,8 @@ Outputs in --out (default ./quality_eval):
   metrics.json        per set: folder, pairs found / scored / skipped (with reasons), split, and under
                       each convention's name the mean of every metric per method, the number of pairs
                       where a metric is undefined (cddfuse's NaN), and every pair's values; the model,
-                      the reference comparison, timings
+                      the reference comparison, timings; the detail (SF, AG) of the model and of the pixel
+                      average on the pairs larger than the network input in both dimensions
   report.md           a table per set and convention (headed with the convention; MI with its unit), the
                       reference row and what the model beats, the skipped pairs, the picture grid
   grid_<SET>.png      IR | visible | model | pixel average | pixel max for a few pairs spread over the set,
@@ -88,6 +91,7 @@ class FusionEvalOptions:
     device: str | None = None
     input_size: tuple | None = None
     threads: int = 0
+    fused_resolution: str = "camera"
     split: str = "all"
     block: int = 16
     gap: int = 1
@@ -287,13 +291,14 @@ def evaluate_fusion(opts: FusionEvalOptions) -> dict:
         raise FusionEvalError(f"unknown --reference {opts.reference!r}: known are {', '.join(references)}")
     sets = find_sets(opts)
     engine, model_path = open_engine(opts.model, opts.backend, opts.device, opts.threads, opts.input_size,
-                                     FusionEvalError)
+                                     FusionEvalError, fused_resolution=opts.fused_resolution)
     try:
         out = prepare_output_dir(Path(opts.out), ("metrics.json", "report.md", *(f"grid_{s.name}.png" for s in sets)),
                                  opts.overwrite, FusionEvalError)
         results = {s.name: _evaluate_set(s, engine, conventions, opts, out) for s in sets}
         model = {"path": str(model_path), "file": engine.info.source, "version": engine.info.model_version,
                  "backend": engine.backend, "input_size": list(engine.input_size),
+                 "fused_resolution": engine.fused_resolution,
                  "fallback": list(getattr(engine, "fallback_reasons", []))}
     finally:
         engine.close()
@@ -324,6 +329,7 @@ def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOption
     pictures = _Pictures(set(np.linspace(0, n - 1, min(opts.samples, n)).round().astype(int).tolist())
                          if opts.samples > 0 else set(), max(opts.night_crops, 0))
     per_pair: dict[str, dict] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     skipped: dict[str, str] = dict(pair_set.pairs.unpaired)
     timings: dict[str, list[float]] = {"read": [], "engine": [], "metrics": []}
     started = time.perf_counter()
@@ -350,10 +356,13 @@ def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOption
         except Exception as exc:  # count and continue, as fusion-eval-pairs does
             skipped[name] = f"engine: {type(exc).__name__}: {exc}"
             continue
+        if fused_bgr.shape[:2] != rgb.shape[:2]:  # fused_resolution "network": shown at the pair's size
+            fused_bgr = cv2.resize(fused_bgr, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
         t2 = time.perf_counter()
         ir8, vi_bgr = ir_view(ir, rgb.shape[:2], engine.info.thermal_range), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         try:
             per_pair[name] = score_pair(ir8, vi_bgr, fused_bgr, conventions)
+            sizes[name] = rgb.shape[:2]
         except ValueError as exc:
             skipped[name] = f"metrics: {exc}"
             continue
@@ -372,6 +381,7 @@ def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOption
         "skipped": dict(sorted(skipped.items(), key=lambda kv: natural_key(kv[0]))),
         "conventions": summarize(per_pair, conventions),
         "timing": {"wall_s": wall_s, "ms_per_pair": {k: latency_stats(v) for k, v in timings.items()}},
+        "larger_than_network": detail_on_large_pairs(per_pair, sizes, engine.input_size, conventions),
         "per_pair": per_pair,
     }
     night_rows, night = _night_rows(pictures.darkest)
@@ -383,6 +393,32 @@ def _evaluate_set(pair_set: PairSet, engine, conventions, opts: FusionEvalOption
         grid = save_sample_grid(rows, out / f"grid_{pair_set.name}.png", columns=GRID_COLUMNS)
         result["grid"] = {"file": grid.name, "samples": [row["caption"] for row in pictures.samples], "night": night}
     return result
+
+
+DETAIL_KEYS = ("SF", "AG")
+
+
+def detail_on_large_pairs(per_pair: dict, sizes: dict, input_size: tuple, conventions) -> dict:
+    """The pairs larger than the network input (H, W) in both dimensions -- where fusing at the network's size
+    and scaling up would lose detail -- and, per convention, the mean SF and AG of the model and of the pixel
+    average over them."""
+    names = [n for n in per_pair if sizes[n][0] > input_size[0] and sizes[n][1] > input_size[1]]
+    entry: dict = {"pairs": names, "network_input": list(input_size)}
+    if names:
+        entry["mean"] = {c: {m: {k: float(np.mean([per_pair[n][c][m][k] for n in names])) for k in DETAIL_KEYS}
+                             for m in ("model", "pixel_average")} for c in conventions}
+    return entry
+
+
+def _detail_line(s: dict, fused_resolution: str) -> str | None:
+    large = s.get("larger_than_network")
+    if not large or not large["pairs"]:
+        return None
+    (convention, mean), *_ = large["mean"].items()
+    h, w = large["network_input"]
+    cells = ", ".join(f"{k} {fmt_num(mean['model'][k])} vs {fmt_num(mean['pixel_average'][k])}" for k in DETAIL_KEYS)
+    return (f"{len(large['pairs'])} pairs larger than the network input ({w}x{h}), fused at the "
+            f"{fused_resolution}'s resolution: model vs pixel average ({convention}) {cells}")
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -416,7 +452,8 @@ def write_report(metrics: dict, path: str | Path) -> Path:
              f"- model: `{m['model']['file']}` ({m['model']['version'] or 'no version'}; asked for "
              f"`{m['model']['path']}`) on **{m['model']['backend']}** (network input "
              f"{m['model']['input_size'][1]}x{m['model']['input_size'][0]}); its fused image as `Engine.infer` returns it "
-             "at the visible image's size",
+             + ("at the visible image's size" if m['model'].get('fused_resolution', 'camera') == "camera" else
+                "at the network's size (`--fused-resolution network`), scaled to the visible image's size"),
              "- baselines: pixel average and pixel max of the grey IR and visible images, IR only, visible only "
              "(8-bit, as saved); every pair at its native size",
              "- conventions (each table names its own):"]
@@ -429,6 +466,9 @@ def write_report(metrics: dict, path: str | Path) -> Path:
                   f"`{s['root']}`: {s['pairs_scored']} pairs scored of {s['pairs_selected']} selected "
                   f"({s['pairs_found']} found{split}{limit}), {s['pairs_skipped']} skipped; "
                   f"{fmt_num(s['timing']['wall_s'], 1)} s.", ""]
+        detail = _detail_line(s, m["model"].get("fused_resolution", "camera"))
+        if detail:
+            lines += [f"Detail: {detail}.", ""]
         reference = s.get("reference")
         for convention, summary in s["conventions"].items():
             note = " (compare published rows with this one)" if convention == "cddfuse" else ""
@@ -469,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric definitions: cddfuse (published tables), project, or both (default)")
     p.add_argument("--reference", help="compare with a published row on the set it was measured on: cddfuse")
     add_engine_arguments(p)
+    p.add_argument("--fused-resolution", choices=("camera", "network"), default="camera",
+                   help="the model's fused image at the camera's (pair's) resolution, as the node publishes it by "
+                        "default, or at the network's, scaled to the pair's size (default camera)")
     add_split_arguments(p)
     p.add_argument("--limit", type=int, help="score N pairs per folder, spread evenly over its selection")
     p.add_argument("--unpaired", choices=("error", "skip"), default="error",
@@ -487,7 +530,7 @@ def options_from_args(args: argparse.Namespace) -> FusionEvalOptions:
         conventions=BOTH_CONVENTIONS if args.convention == "both" else (args.convention,),
         reference=args.reference, model=args.model, backend=args.backend,
         device=None if args.device == "auto" else args.device, input_size=args.input_size, threads=args.threads,
-        split=args.split, block=args.block, gap=args.gap, val_fraction=args.val_fraction,
+        fused_resolution=args.fused_resolution, split=args.split, block=args.block, gap=args.gap, val_fraction=args.val_fraction,
         heldout_fraction=args.heldout_fraction, limit=args.limit, unpaired=args.unpaired, samples=args.samples,
         night_crops=args.night_crops, overwrite=args.overwrite, progress=not args.quiet)
 
@@ -508,6 +551,9 @@ def main(argv=None) -> int:
         if reference and reference.get("applies"):
             line += f"; beats {reference['title']} on {len(reference['beats'])} of {len(reference['row'])}"
         print(line)
+        detail = _detail_line(s, metrics["model"]["fused_resolution"])
+        if detail:
+            print(f"fusion-eval-fusion: {set_name}: {detail}")
     print(f"fusion-eval-fusion: report: {Path(args.out) / 'report.md'}")
     return 0
 

@@ -237,3 +237,25 @@ def test_split_val_scores_the_val_blocks_fusion_eval_pairs_uses(tmp_path):
     assert s["split"]["name"] == "val" and s["pairs_selected"] == 2
     assert set(s["per_pair"]) <= set(val) and s["split"]["counts"]["val"] == len(val)
     assert list(s["conventions"]) == ["project"]
+
+
+def test_pairs_larger_than_the_network_input_report_the_detail_kept_at_camera_resolution(tmp_path, capsys):
+    """Fusing at the pair's size keeps detail that fusing at the network's size and scaling up loses: the
+    report names the larger pairs and gives SF / AG of the model beside the pixel average's, per mode."""
+    rng = np.random.default_rng(1)
+    root = _write_set(tmp_path / "set", {"big": _scene(rng, 144, 192, 1.0), "small": _scene(rng, 60, 80, 0.9)})
+    large = {}
+    for mode in ("camera", "network"):
+        out = tmp_path / mode
+        assert main([str(root), "--out", str(out), "--threads", "1", "--quiet", "--input-size", "96x128",
+                     "--backend", "torch", "--convention", "cddfuse", "--fused-resolution", mode]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["model"]["fused_resolution"] == mode
+        large[mode] = m["sets"]["set"]["larger_than_network"]
+        assert large[mode]["pairs"] == ["big"] and large[mode]["network_input"] == [96, 128]
+        report = (out / "report.md").read_text()
+        assert f"1 pairs larger than the network input (128x96), fused at the {mode}'s resolution" in report
+        assert f"fused at the {mode}'s resolution: model vs pixel average (cddfuse) SF" in capsys.readouterr().out
+    camera, network = (large[k]["mean"]["cddfuse"] for k in ("camera", "network"))
+    assert camera["pixel_average"] == network["pixel_average"]
+    assert camera["model"]["SF"] > 1.2 * network["model"]["SF"] and camera["model"]["AG"] > network["model"]["AG"]
