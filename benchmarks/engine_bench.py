@@ -3,6 +3,7 @@
     python benchmarks/engine_bench.py OUT_PREFIX [--model MODEL.pt] [--sizes 640x512 1024x768]
            [--backends torch onnxruntime tensorrt] [--batches 1 4] [--threads 2] [--device cpu|cuda]
            [--segmentation] [--camera-sizes 640x480 1280x1024 1920x1080]
+           [--baseline-model OLD.pt] [--rounds 3]
 
 Writes OUT_PREFIX.json (every number) and OUT_PREFIX.md (a Markdown table for docs/engines.md). Every
 configuration runs in a fresh process (spawn), so peak RSS is that backend's alone and thread settings do
@@ -22,6 +23,11 @@ fusion-build-engine from the exports this script writes to --work-dir.
 configuration twice: the fused image at the camera's resolution (the coefficient map applied to the
 full-resolution frames, the node's default) and at the network's (fused_resolution: network): the
 difference in "pre" + "post" is what fusing at the camera's resolution costs.
+
+--baseline-model: every configuration also runs with that model (say the previously shipped one), the
+two alternating so that both see the same machine state; "vs baseline" is the model's throughput over
+the baseline's. --rounds N runs the whole list N times, interleaved, and keeps each configuration's
+median-throughput round (all rounds' pairs/s are in the JSON).
 """
 from __future__ import annotations
 
@@ -170,6 +176,10 @@ def _table(results: list[dict]) -> str:
         "| pre ms | infer ms | post ms | peak memory MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    with_baseline = any(r.get("vs_baseline") is not None for r in results)
+    if with_baseline:
+        lines[0] = "| model " + lines[0] + " vs baseline |"
+        lines[1] = "|---" + lines[1] + "---:|"
     for r in results:
         memory = r.get("cuda_max_memory_allocated_mb")
         mem = f"{memory:.0f} (CUDA)" if memory is not None else f"{r['peak_rss_mb']:.0f} (RSS)"
@@ -180,6 +190,9 @@ def _table(results: list[dict]) -> str:
             f"| {r['per_pair_ms']['pre']:.1f} | {r['per_pair_ms']['infer']:.1f} "
             f"| {r['per_pair_ms']['post']:.1f} | {mem} |"
         )
+        if with_baseline:
+            ratio = r.get("vs_baseline")
+            lines[-1] = f"| {r['model_role']} " + lines[-1] + (f" {ratio:.3f}x |" if ratio is not None else " |")
     return "\n".join(lines)
 
 
@@ -205,6 +218,55 @@ def _camera_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _key(result: dict, role: str | None = None, backend: str | None = None) -> tuple:
+    """A configuration's identity across rounds (optionally that of another model or backend)."""
+    return (role or result["model_role"], backend or result["requested_backend"], result["size"],
+            result["camera_size"], result["fused_resolution"], result["batch"])
+
+
+def _median_round(rounds: list[dict]) -> dict:
+    """The round with the median throughput (the lower middle one for an even count), with every round's."""
+    ordered = sorted(rounds, key=lambda r: r["throughput_pairs_per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["rounds_pairs_per_s"] = [r["throughput_pairs_per_s"] for r in rounds]
+    return chosen
+
+
+def _run_config(args, work: Path, config: tuple, backend: str, batch: int, role: str, model: Path,
+                skipped: list[str]) -> dict | None:
+    """One configuration of one model, in a fresh process; None (and a line in ``skipped``) where it cannot run."""
+    text, camera_text, fused_resolution = config
+    width, height = (int(v) for v in text.lower().split("x"))
+    size = (height, width)
+    camera_size = None
+    if camera_text:
+        cam_w, cam_h = (int(v) for v in camera_text.lower().split("x"))
+        camera_size = (cam_h, cam_w)
+    if backend == "torch":
+        artifact = model
+    elif backend == "onnxruntime":
+        artifact = _export(model, work / role, size, dynamic=batch > 1)
+    else:
+        engine = Path(args.engine_dir or work) / f"{width}x{height}.engine"
+        if args.device != "cuda" or not engine.is_file():
+            skipped.append(f"tensorrt {text} batch {batch}: needs --device cuda and {engine}")
+            return None
+        artifact = engine
+    job = dict(backend=backend, artifact=str(artifact), size=size, batch=batch, threads=args.threads,
+               device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds,
+               segmentation=args.segmentation, camera_size=camera_size, fused_resolution=fused_resolution)
+    label = f"{text} frames {camera_text} fused at {fused_resolution}" if camera_text else text
+    print(f"{role:<8} {backend:<12} {label:<9} batch {batch} ...", end=" ", flush=True)
+    try:
+        result = _run_job(job)
+    except Exception as exc:  # report and go on: one backend failing must not lose the others
+        skipped.append(f"{role} {backend} {text} batch {batch}: {exc}")
+        print(f"FAILED: {exc}")
+        return None
+    print(f"{result['latency_ms_median']:.1f} ms, {result['throughput_pairs_per_s']:.2f} pairs/s")
+    return result
+
+
 def _model_input_size(model: Path) -> tuple[int, int]:
     from fusion_ros.checkpoint import load_model
 
@@ -227,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compute the segmentation mask (the node does only when it publishes one)")
     parser.add_argument("--work-dir", help="where exports go (default: beside OUT)")
     parser.add_argument("--engine-dir", help="folder with WIDTHxHEIGHT.engine TensorRT engines")
+    parser.add_argument("--baseline-model", help="a second model .pt run on every configuration, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="run the list N times, keep each median round")
     parser.add_argument("--camera-sizes", nargs="+", metavar="WxH",
                         help="frames at these sizes, the network at the model's own size, the fused image at the "
                              "camera's and at the network's resolution (replaces --sizes)")
@@ -237,51 +301,31 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir) if args.work_dir else out.parent / "bench_work"
     work.mkdir(parents=True, exist_ok=True)
     model, random_weights = _prepare_model(args, work)
-    results, skipped = [], []
+    models = [("model", model)] + ([("baseline", Path(args.baseline_model))] if args.baseline_model else [])
     if args.camera_sizes:  # (network size, camera size, fused resolution) per configuration
         net_h, net_w = _model_input_size(model)
         configs = [(f"{net_w}x{net_h}", text, mode) for text in args.camera_sizes for mode in ("network", "camera")]
     else:
         configs = [(text, None, "camera") for text in args.sizes]
-    for text, camera_text, fused_resolution in configs:
-        width, height = (int(v) for v in text.lower().split("x"))
-        size = (height, width)
-        camera_size = None
-        if camera_text:
-            cam_w, cam_h = (int(v) for v in camera_text.lower().split("x"))
-            camera_size = (cam_h, cam_w)
-        for backend in args.backends:
-            for batch in args.batches:
-                if backend == "torch":
-                    artifact = model
-                elif backend == "onnxruntime":
-                    artifact = _export(model, work, size, dynamic=batch > 1)
-                else:
-                    engine = Path(args.engine_dir or work) / f"{width}x{height}.engine"
-                    if args.device != "cuda" or not engine.is_file():
-                        skipped.append(f"tensorrt {text} batch {batch}: needs --device cuda and {engine}")
-                        continue
-                    artifact = engine
-                job = dict(backend=backend, artifact=str(artifact), size=size, batch=batch, threads=args.threads,
-                           device=args.device, iters=args.iters, warmup=args.warmup, max_seconds=args.max_seconds,
-                           segmentation=args.segmentation, camera_size=camera_size,
-                           fused_resolution=fused_resolution)
-                label = f"{text} frames {camera_text} fused at {fused_resolution}" if camera_text else text
-                print(f"{backend:<12} {label:<9} batch {batch} ...", end=" ", flush=True)
-                try:
-                    result = _run_job(job)
-                except Exception as exc:  # report and go on: one backend failing must not lose the others
-                    skipped.append(f"{backend} {text} batch {batch}: {exc}")
-                    print(f"FAILED: {exc}")
-                    continue
-                print(f"{result['latency_ms_median']:.1f} ms, {result['throughput_pairs_per_s']:.2f} pairs/s")
-                results.append(result)
+    jobs = [(c, backend, batch, role, path) for c in configs for backend in args.backends for batch in args.batches
+            for role, path in models]
+    runs, skipped = {}, []
+    for round_index in range(args.rounds):
+        for job in jobs:
+            result = _run_config(args, work, *job, skipped if round_index == 0 else [])
+            if result is not None:
+                result["model_role"] = job[3]
+                runs.setdefault(_key(result), []).append(result)
+    results = [_median_round(rounds) for rounds in runs.values()]
     for r in results:
-        base = next((t for t in results if t["requested_backend"] == "torch" and t["size"] == r["size"]
-                     and t["batch"] == r["batch"]), None)
-        r["vs_torch"] = r["throughput_pairs_per_s"] / base["throughput_pairs_per_s"] if base else None
+        base = runs.get(_key(r, backend="torch"))
+        r["vs_torch"] = r["throughput_pairs_per_s"] / _median_round(base)["throughput_pairs_per_s"] if base else None
+        twin = runs.get(_key(r, role="baseline")) if r["model_role"] == "model" else None
+        r["vs_baseline"] = r["throughput_pairs_per_s"] / _median_round(twin)["throughput_pairs_per_s"] if twin else None
     meta = {
         "model": str(model),
+        "baseline_model": args.baseline_model,
+        "rounds": args.rounds,
         "random_weights": random_weights,
         "threads": args.threads,
         "device": args.device,
