@@ -197,24 +197,31 @@ def _table(results: list[dict]) -> str:
 
 
 def _camera_table(results: list[dict]) -> str:
-    """One row per (backend, camera size): pre + post with the fused image at the network's size and at
-    the camera's, and what the camera's costs on top."""
+    """One row per (model, backend, camera size): pre + post with the fused image at the network's size and at
+    the camera's, what the camera's costs on top, and the throughput (over the baseline's, where one ran)."""
+    with_baseline = any(r.get("vs_baseline") is not None for r in results)
     lines = [
-        "| backend | network (WxH) | camera (WxH) | pre+post ms, fused at network size | pre+post ms, fused at camera "
-        "size | added ms | pairs/s at network size | pairs/s at camera size |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | backend | network (WxH) | camera (WxH) | pre+post ms, fused at network size | pre+post ms, fused "
+        "at camera size | added ms | pairs/s at network size | pairs/s at camera size |"
+        + (" vs baseline at network / camera size |" if with_baseline else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---:|" + ("---:|" if with_baseline else ""),
     ]
     pairs = {}
     for r in results:
-        pairs.setdefault((r["backend"], r["size"], r["camera_size"], r["batch"]), {})[r["fused_resolution"]] = r
-    for (backend, size, camera, _), by_mode in pairs.items():
+        key = (r.get("model_role", "model"), r["backend"], r["size"], r["camera_size"], r["batch"])
+        pairs.setdefault(key, {})[r["fused_resolution"]] = r
+    for (role, backend, size, camera, _), by_mode in pairs.items():
         net, cam = by_mode.get("network"), by_mode.get("camera")
         if net is None or cam is None:
             continue
         cost = {k: v["per_pair_ms"]["pre"] + v["per_pair_ms"]["post"] for k, v in by_mode.items()}
-        lines.append(f"| {backend} | {size} | {camera} | {cost['network']:.1f} | {cost['camera']:.1f} "
-                     f"| {cost['camera'] - cost['network']:+.1f} | {net['throughput_pairs_per_s']:.2f} "
-                     f"| {cam['throughput_pairs_per_s']:.2f} |")
+        row = (f"| {role} | {backend} | {size} | {camera} | {cost['network']:.1f} | {cost['camera']:.1f} "
+               f"| {cost['camera'] - cost['network']:+.1f} | {net['throughput_pairs_per_s']:.2f} "
+               f"| {cam['throughput_pairs_per_s']:.2f} |")
+        if with_baseline:
+            ratios = [r.get("vs_baseline") for r in (net, cam)]
+            row += (" " + " / ".join(f"{x:.3f}x" for x in ratios) + " |") if None not in ratios else " |"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -242,7 +249,10 @@ def _run_config(args, work: Path, config: tuple, backend: str, batch: int, role:
     if camera_text:
         cam_w, cam_h = (int(v) for v in camera_text.lower().split("x"))
         camera_size = (cam_h, cam_w)
-    if backend == "torch":
+    if model.suffix == ".onnx" and backend != "onnxruntime":
+        skipped.append(f"{role} {backend}: {model.name} is an ONNX file")
+        return None
+    if backend == "torch" or model.suffix == ".onnx":  # an ONNX file (a shipped export) runs as it is
         artifact = model
     elif backend == "onnxruntime":
         artifact = _export(model, work / role, size, dynamic=batch > 1)
@@ -289,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compute the segmentation mask (the node does only when it publishes one)")
     parser.add_argument("--work-dir", help="where exports go (default: beside OUT)")
     parser.add_argument("--engine-dir", help="folder with WIDTHxHEIGHT.engine TensorRT engines")
-    parser.add_argument("--baseline-model", help="a second model .pt run on every configuration, alternating")
+    parser.add_argument("--baseline-model", help="a second model (.pt, or a shipped .onnx for onnxruntime) run on "
+                                                 "every configuration, alternating")
     parser.add_argument("--rounds", type=int, default=1, help="run the list N times, keep each median round")
     parser.add_argument("--camera-sizes", nargs="+", metavar="WxH",
                         help="frames at these sizes, the network at the model's own size, the fused image at the "
