@@ -1,6 +1,7 @@
 """Guard of real-world quality: the bundled model on real registered thermal + RGB road pairs it never
-trained on (the val blocks of ../shared/data/msrs_det, exactly as config/train_msrs.yaml splits them),
-run as the node runs it (the fixed-size ONNX export in ONNX Runtime), scored by fusion-eval-pairs.
+trained on, run as the node runs it (the fixed-size ONNX export in ONNX Runtime): detection on the val blocks
+of ../shared/data/msrs_det (exactly as config/train_msrs.yaml splits them), scored by fusion-eval-pairs, and
+the fused image on the standard RoadScene-50 and TNO-25 test pairs, scored by fusion-eval-fusion.
 
 The floors sit a little under the values measured when the model was shipped (model card,
 fusion_ros/models/default.md): a change that makes the model worse on real cameras fails here.
@@ -13,12 +14,15 @@ import pytest
 
 from fusion_ros.checkpoint import DEFAULT_MODEL
 from fusion_ros.pairs_eval import PairsEvalOptions, evaluate_pairs
+from fusion_ros.quality_eval import FusionEvalOptions, evaluate_fusion
 
 MSRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrs_det"
-# measured at shipping (2026-11-29 late, bi-level, upper-level rate 1e-3 every 5th step): mAP@0.5 0.677,
-# night 0.807, 1.24 boxes per labelled object at 0.4
-FLOOR_MAP50 = 0.65
-FLOOR_NIGHT_MAP50 = 0.77
+IVF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ivf_samples"
+# measured at shipping (2026-12-02, bi-level, quality objective): mAP@0.5 0.692, night 0.720, 1.42 boxes per
+# labelled object at 0.4. The night floor came down from 0.77 with this model: its fused image carries the
+# visible camera's contrast, and its noise at night (docs/training.md, "Night is where it gave ground")
+FLOOR_MAP50 = 0.67
+FLOOR_NIGHT_MAP50 = 0.69
 MAX_BOXES_PER_OBJECT = 2.0  # at the node's default score_threshold (issue 12: usable scores)
 
 
@@ -35,3 +39,31 @@ def test_bundled_model_on_real_validation_pairs(tmp_path):
     assert det["mAP50"] >= FLOOR_MAP50, summary
     assert night["mAP50"] >= FLOOR_NIGHT_MAP50, summary
     assert det["at_default_threshold"]["boxes_per_object"] <= MAX_BOXES_PER_OBJECT, summary
+
+
+# measured at shipping (fusion_ros/models/default.md): above the pixel average on 8 of 8 metrics on RoadScene-50,
+# 7 of 8 on TNO-25 (not MI); SD 47.8 / 36.5 against the average's 28.5 / 26.1; on the 10 TNO pairs larger than
+# the network input SF 7.25 / AG 3.02 against the average's 7.18 / 2.79
+MIN_METRICS_ABOVE_AVERAGE = {"RoadScene": 8, "TNO": 7}
+CONTRAST_OVER_AVERAGE = 1.3  # SD, the fused image's contrast, at least 1.3x the pixel average's
+
+
+@pytest.mark.skipif(not IVF.is_dir(), reason=f"{IVF} absent: the standard fusion test pairs live in ../shared beside the repo")
+def test_bundled_model_fuses_the_standard_test_pairs_better_than_the_pixel_average(tmp_path):
+    metrics = evaluate_fusion(FusionEvalOptions(
+        roots=[str(IVF / "RoadScene"), str(IVF / "TNO")], out=str(tmp_path / "quality"), conventions=("cddfuse",),
+        model=str(DEFAULT_MODEL.with_suffix(".onnx")), backend="onnxruntime", threads=2, samples=0, night_crops=0,
+        progress=False))
+    for set_name, floor in MIN_METRICS_ABOVE_AVERAGE.items():
+        s = metrics["sets"][set_name]
+        assert s["pairs_scored"] == s["pairs_selected"] == {"RoadScene": 50, "TNO": 25}[set_name]
+        means = s["conventions"]["cddfuse"]["mean"]
+        model, average = means["model"], means["pixel_average"]
+        above = [k for k in model if model[k] > average[k]]
+        assert len(above) >= floor, (set_name, model, average)
+        assert model["SD"] >= CONTRAST_OVER_AVERAGE * average["SD"], (set_name, model["SD"], average["SD"])
+    # the pairs larger than the network input keep the camera's detail: SF and AG at least the average's
+    large = metrics["sets"]["TNO"]["larger_than_network"]
+    assert len(large["pairs"]) == 10
+    detail = large["mean"]["cddfuse"]
+    assert detail["model"]["SF"] >= detail["pixel_average"]["SF"] and detail["model"]["AG"] >= detail["pixel_average"]["AG"], detail
