@@ -2,9 +2,10 @@
 
     fusion-eval-fusion DIR [DIR ...] [--out DIR] [--convention both|cddfuse|project] [--reference cddfuse]
                        [--model PATH] [--backend auto|onnxruntime|torch|tensorrt] [--device auto|cpu|cuda]
-                       [--input-size HxW] [--threads N] [--fused-resolution camera|network] [--split all|train|heldout|val] [--block 16] [--gap 1]
-                       [--val-fraction 0.2] [--heldout-fraction 0.1] [--limit N] [--unpaired error|skip]
-                       [--samples 3] [--night-crops 2] [--overwrite] [--quiet]
+                       [--input-size HxW] [--threads N] [--fused-resolution camera|network]
+                       [--split all|train|heldout|val] [--block 16] [--gap 1] [--val-fraction 0.2]
+                       [--heldout-fraction 0.1] [--limit N] [--unpaired error|skip] [--samples 3]
+                       [--night-crops 2] [--overwrite] [--quiet]
 
 Each DIR is one set: ``ir/`` and ``vi/`` images matched by file stem (fusion_ros.labelled_pairs.find_image_pairs;
 labels, where a folder has them, are not read; ``--split`` picks the same val/train/heldout blocks as
