@@ -82,7 +82,7 @@ def fused_image(
         # Cb/Cr are linear in RGB, so their block means are the Cb/Cr of the block-mean colour
         small = (math.ceil(net_size[1] / CHROMA_BLOCK), math.ceil(net_size[0] / CHROMA_BLOCK))
         rgb_small = cv2.resize(rgb8, small, interpolation=cv2.INTER_AREA).astype(np.float32)
-        vis_small = cv2.resize(vis_y8, small, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        vis_small = cv2.cvtColor(rgb_small, cv2.COLOR_RGB2GRAY) / np.float32(255.0)  # Y is linear in RGB too
         fused_small = cv2.resize(fused_y, small, interpolation=cv2.INTER_AREA)
         trust = np.minimum(vis_small / np.maximum(fused_small, np.float32(1e-3)), 1.0)
         offset = _crcb_offset(rgb_small) * trust[:, :, None]
