@@ -266,7 +266,7 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
     if not root.exists():
         raise PairsEvalError(f"{root} does not exist (expected a folder with ir/, vi/ and labels)")
 
-    registration = core.validate_params({})  # identity
+    registration = node  # the node's default registration: identity
     if opts.registration:
         try:
             registration = load_node_params(None, registration_overrides(opts.registration), None, None, None)
