@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labelled_pairs import IR_DIRS, VI_DIRS, LabelledPair, find_subdir, image_files, load_pair_images, natural_key
+from ..pairs_eval import spread
 
 # the node's input path, with the registration checks off: the pairs are not registered yet
 BAG_OVERRIDES = {
@@ -43,13 +44,6 @@ class FramePairs:
     @property
     def rgb_wh(self) -> tuple[int, int]:
         return self.rgb[0].shape[1], self.rgb[0].shape[0]
-
-
-def evenly(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices spread evenly over ``count`` items (all of them when there are fewer)."""
-    if count <= wanted:
-        return list(range(count))
-    return sorted({int(round(i)) for i in np.linspace(0, count - 1, wanted)})
 
 
 def _listing(names, limit: int = 5) -> str:
@@ -92,7 +86,7 @@ def pairs_from_folder(root: str | Path, max_frames: int) -> FramePairs:
         raise CalibrationInputError(f"{root}: thermal and visible images must pair up by name; "
                                     + "; ".join(p for p in parts if p))
     names = sorted(files["thermal"], key=natural_key)
-    chosen = [names[i] for i in evenly(len(names), max_frames)]
+    chosen = spread(names, max_frames)
     thermal, rgb = [], []
     for name in chosen:
         try:
