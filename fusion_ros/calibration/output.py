@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..pairs_eval import spread
 from .scene import unit_range
 
 
@@ -85,7 +86,7 @@ def write_check_image(path: str | Path, thermal_frames, rgb_frames, homography: 
     would fuse them without registration (thermal stretched onto the RGB frame), right with ``homography``."""
     height, width = rgb_frames[0].shape[:2]
     rows = []
-    for i in sorted({int(round(v)) for v in np.linspace(0, len(rgb_frames) - 1, min(count, len(rgb_frames)))}):
+    for i in spread(range(len(rgb_frames)), count):
         edges = thermal_edges(thermal_frames[i])
         stretched = cv2.resize(edges, (width, height), interpolation=cv2.INTER_NEAREST)
         warped = cv2.warpPerspective(edges, homography, (width, height), flags=cv2.INTER_NEAREST)
