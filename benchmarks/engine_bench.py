@@ -306,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames at these sizes, the network at the model's own size, the fused image at the "
                              "camera's and at the network's resolution (replaces --sizes)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.baseline_model and not Path(args.baseline_model).is_file():
+        parser.error(f"--baseline-model {args.baseline_model}: no such file")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,16 @@ def test_the_table_gives_the_models_throughput_over_the_baselines():
     assert table[2].startswith("| model | onnxruntime-cpu |") and table[2].endswith("| 0.800x |")
     assert table[3].startswith("| baseline |") and table[3].endswith("| |")
     assert all(line.count("|") == table[0].count("|") for line in table)
+
+
+def test_bad_rounds_and_a_missing_baseline_are_clear_errors(tmp_path, capsys):
+    for argv, message in ((["--rounds", "0"], "--rounds must be >= 1, got 0"),
+                          (["--baseline-model", str(tmp_path / "none.onnx")], "none.onnx: no such file")):
+        try:
+            engine_bench.main([str(tmp_path / "out"), *argv])
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"{argv} was accepted")
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
