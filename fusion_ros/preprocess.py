@@ -43,6 +43,7 @@ class PreparedPair:
     color: np.ndarray | None = None  # the input colour frame itself (not a copy), for camera-size fusion
     color_encoding: str = "rgb8"
     thermal_camera: np.ndarray | None = None  # (H, W) float32 0..1 registered to the RGB image's own grid
+    color_net: np.ndarray | None = None  # the colour frame at the network size, in color_encoding (uint8)
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -204,7 +205,8 @@ class Preprocessor:
             thermal_net = resize_image(thermal_net_input, self.input_size)
         else:
             thermal_net = self._warper(color_size).warp_thermal(thermal_net_input, (width, height))
-        rgb_net = color_to_rgb_float(resize_image(color, self.input_size), color_encoding)
+        color_net = resize_image(color, self.input_size)
+        rgb_net = color_to_rgb_float(color_net, color_encoding)
         thermal_camera = None
         if camera_thermal and color_size != self.input_size:
             thermal_camera = self.registration.warp_thermal(thermal_net_input, (color_size[1], color_size[0]))
@@ -215,4 +217,5 @@ class Preprocessor:
             color=color,
             color_encoding=color_encoding,
             thermal_camera=thermal_camera,
+            color_net=color_net,
         )

@@ -123,6 +123,29 @@ def test_backends_agree_on_the_camera_size_image(map_model_files):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("chroma", ["visible", "denoised"])
+def test_camera_size_images_are_fresh_arrays_and_take_the_network_size_colour(chroma):
+    """The working arrays are reused between frames, the returned images are not: two frames in a row keep
+    their own pixels. The colour's block means from the caller's network-size frame (the engine passes the
+    preprocessor's) give the image the function makes on its own, and bgr8 input is the same picture."""
+    model = small_model("affine", chroma)
+    with torch.no_grad():
+        coefficients = model.fusion.coefficients(torch.rand(1, 1, *NET), torch.rand(1, 1, *NET))[0].numpy()
+    camera = (288, 384)
+    (thermal_a, rgb_a), (thermal_b, rgb_b) = textured_pair(camera, seed=1), textured_pair(camera, seed=2)
+    first = fused_image(coefficients, thermal_a, rgb_a, chroma=chroma, net_size=NET)
+    kept = first.copy()
+    second = fused_image(coefficients, thermal_b, rgb_b, chroma=chroma, net_size=NET)
+    assert np.array_equal(first, kept) and not np.array_equal(first, second)
+    color_net = cv2.resize(rgb_a, (NET[1], NET[0]), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(fused_image(coefficients, thermal_a, rgb_a, chroma=chroma, net_size=NET,
+                                      color_net=color_net), first)
+    from_bgr = fused_image(coefficients, thermal_a, np.ascontiguousarray(rgb_a[:, :, ::-1]), chroma=chroma,
+                           net_size=NET, color_encoding="bgr8",
+                           color_net=np.ascontiguousarray(color_net[:, :, ::-1]))
+    assert np.array_equal(from_bgr, first)
+
+
 def test_the_thermal_frame_is_registered_at_the_cameras_resolution(tmp_path):
     """With a = 1, b = 0, c = 0 the fused image is the registered thermal frame itself: at the camera's
     size it must be the thermal warped by the homography onto the RGB grid, pixel for pixel."""

@@ -261,7 +261,7 @@ class Engine(ABC):
             return fused_to_image(outputs["fused"][index], pair.rgb_size, encoding)
         return fused_image(outputs[FUSION_MAP_OUTPUT][index], pair.thermal_camera, pair.color,
                            color_encoding=pair.color_encoding, chroma=self.info.chroma, net_size=self.input_size,
-                           encoding=encoding)
+                           color_net=pair.color_net, encoding=encoding)
 
     @abstractmethod
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
