@@ -185,3 +185,24 @@ def test_quality_loss_prefers_keeping_both_sources_to_averaging_them():
     # the critic's real samples are the sources themselves: IR for even, visible Y for odd batch entries
     both = L.fusion_target(torch.cat([ir, ir]), torch.cat([vis, vis]), None, "quality")
     assert torch.equal(both[0], ir[0]) and torch.equal(both[1], vis[0])
+
+
+def test_dark_visible_noise_earns_nothing_with_a_dark_level():
+    """With loss.visible_dark_level the quality terms score the fused image against a visible reference
+    denoised where it is dark: at night, copying the camera's gain noise must score worse than leaving it
+    out; without the level (the earlier recipe) the noise copy wins. Lit images are left exactly as they are."""
+    torch.manual_seed(0)
+    lit = (0.5 + 0.3 * torch.rand(1, 1, 64, 64)).clamp(0, 1)
+    assert torch.allclose(L.dark_denoised(lit, 0.2), lit, atol=1e-6)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    scene = 0.05 + 0.04 * (xx > 32).float()  # a dark visible scene: one faint edge ...
+    noisy_vis = (scene + 0.03 * torch.randn(1, 1, 64, 64)).clamp(0, 1)  # ... under gain noise
+    ir = (0.3 + 0.4 * (((yy - 32) ** 2 + (xx - 20) ** 2) < 100).float())[None, None]  # a warm object
+    clean = (ir + scene - 0.05).clamp(0, 1)
+    with_noise = (ir + noisy_vis - 0.05).clamp(0, 1)
+    raw = L.LossWeights(target="quality")
+    dark = L.LossWeights(target="quality", visible_dark_level=0.2)
+    assert float(L.fusion_loss(with_noise, ir, noisy_vis, None, raw)[0]) < float(L.fusion_loss(clean, ir, noisy_vis, None, raw)[0])
+    assert float(L.fusion_loss(clean, ir, noisy_vis, None, dark)[0]) < float(L.fusion_loss(with_noise, ir, noisy_vis, None, dark)[0])
+    with pytest.raises(ValueError, match="visible_dark_level"):
+        L.LossWeights(target="quality", visible_dark_level=1.5)

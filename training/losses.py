@@ -38,12 +38,17 @@ class LossWeights:
     scd: float = 1.0  # each source's content in the fused image: correlation of F - Y with IR, F - IR with Y
     edge_fidelity: float = 1.0  # each source's edges kept in strength and orientation (Qabf)
     visual_fidelity: float = 1.0  # each source's information kept, contrast included (VIF)
+    # the visible reference of the "quality" terms is denoised where the visible image is darker than this
+    # (local mean Y, 0..1; see dark_denoised): a night camera's gain noise is not information to keep. 0: raw
+    visible_dark_level: float = 0.0
 
     def __post_init__(self):
         if self.target not in FUSION_TARGETS:
             raise ValueError(f"loss.target must be one of {', '.join(FUSION_TARGETS)}, got {self.target!r}")
         if not 0.0 <= self.detail_threshold < 1.0:
             raise ValueError(f"loss.detail_threshold must be in [0, 1), got {self.detail_threshold}")
+        if not 0.0 <= self.visible_dark_level < 1.0:
+            raise ValueError(f"loss.visible_dark_level must be in [0, 1), got {self.visible_dark_level}")
 
 
 # --------------------------------------------------------------------------------------------- fusion
@@ -179,7 +184,10 @@ def quality_loss(fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, w
       kept, with local contrast above the source's counted as a gain.
 
     Loss = sum_k w_k (best_k - criterion_k) with best_k the value of a perfect copy (2, 2, 1, 2), so each
-    term is >= 0 at a copy-like optimum; the logs carry the criteria themselves."""
+    term is >= 0 at a copy-like optimum; the logs carry the criteria themselves. With
+    ``w.visible_dark_level`` the visible reference is `dark_denoised` first."""
+    if w.visible_dark_level > 0:
+        vis_y = dark_denoised(vis_y, w.visible_dark_level)
     ssim_sum = ssim(fused_y, ir) + ssim(fused_y, vis_y)
     scd = scd_criterion(fused_y, ir, vis_y)
     qabf = edge_fidelity(fused_y, ir, vis_y)
@@ -188,6 +196,21 @@ def quality_loss(fused_y: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, w
              + w.visual_fidelity * (2.0 - vif))
     return total, {"fuse_ssim": ssim_sum.item(), "fuse_scd": scd.item(), "fuse_qabf": qabf.item(),
                    "fuse_vif": vif.item()}
+
+
+DARK_DENOISE_SIGMA = 1.5  # pixels: the blur that stands for "denoised" in dark_denoised
+DARK_MEAN_SIGMA = 8.0  # pixels: the neighbourhood whose mean brightness decides how dark a pixel is
+
+
+def dark_denoised(vis_y: torch.Tensor, dark_level: float) -> torch.Tensor:
+    """The visible Y with its fine detail faded where the scene is dark: blur + m * (Y - blur), with
+    m = (local mean Y / dark_level)^2 clipped to 1 (squared: at a quarter of the level a linear fade still
+    kept enough noise for a copy of it to score best). At night a visible camera's fine "detail" is mostly gain
+    noise, which the quality terms would otherwise reward the fused image for copying (VIF even counts it
+    amplified as information gained); lit areas (m = 1) keep every pixel."""
+    blurred = _gaussian_blur(vis_y, DARK_DENOISE_SIGMA)
+    keep = (_gaussian_blur(vis_y, DARK_MEAN_SIGMA) / dark_level).clamp(max=1.0) ** 2
+    return blurred + keep * (vis_y - blurred)
 
 
 def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
