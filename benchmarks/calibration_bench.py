@@ -13,8 +13,8 @@ distance at the four thermal corners (RGB pixels) from the true homography; `vs 
 block calibrated without a warp (what the warp test asks: is the warp undone, whatever the pairs' own
 registration error). --rig-registration FILE (a fusion-calibrate output, e.g. fitted on the dev blocks' frames)
 adds errors against that registration instead of the identity: the truth when the folder's pairs are not
-pixel-aligned themselves (for msrs_det they are not, docs/calibration.md). --standin replaces the thermal frames with ones rendered from the RGB frames
-(warped_rig.thermal_standin): exactly registered, so the errors are the method's own.
+pixel-aligned themselves (for msrs_det they are not, docs/calibration.md). --standin replaces the thermal
+frames with ones rendered from the RGB frames (warped_rig.thermal_standin): exactly registered, so the errors are the method's own.
 `target`: rendered checkerboards seen through the same kind of warps. `field`: how the pairs' own registration
 departs from pixel alignment, region by region, by the calibration's features and by mutual information.
 Writes results.json and results.md into --out and prints the table.
@@ -37,8 +37,8 @@ from fusion_ros.calibration.scene import (  # noqa: E402
     CalibrationRefused, calibrate_scene, corner_distance, luminance, orientation_features, unit_range)
 from fusion_ros.calibration.target import Target, calibrate_target  # noqa: E402
 from fusion_ros.calibration.warped_rig import WarpRange, make_rig, render_board, thermal_standin  # noqa: E402
-from fusion_ros.node_params import registration_overrides  # noqa: E402
 from fusion_ros.labelled_pairs import IR_DIRS, VI_DIRS, LabelledPair, find_subdir, image_files, load_pair_images, natural_key  # noqa: E402
+from fusion_ros.node_params import registration_overrides  # noqa: E402
 
 SMALL_THERMAL = (320, 240)
 SUCCESS_PX = 2.0
@@ -117,12 +117,10 @@ def scene_bench(args) -> dict:
             rig = make_rig(np.random.default_rng([args.seed, k, j]), rgb_wh,
                            thermal_wh=SMALL_THERMAL if j % 2 else None)
             record = {"block": label, "kind": "warped", **run_one(block, block, rig)}
-            if rig_registration is not None and record.get("homography") is not None:
-                record["error_vs_rig"] = corner_distance(np.array(record["homography"]), rig_registration @ rig.truth,
-                                                         rig.thermal_wh)
-            if residual_registration is not None and record.get("homography") is not None:
-                record["error_vs_unwarped"] = corner_distance(np.array(record["homography"]),
-                                                           residual_registration @ rig.truth, rig.thermal_wh)
+            for key, registration in (("error_vs_unwarped", residual_registration), ("error_vs_rig", rig_registration)):
+                if registration is not None and record.get("homography") is not None:
+                    record[key] = corner_distance(np.array(record["homography"]), registration @ rig.truth,
+                                                  rig.thermal_wh)
             records.append(record)
             print(_line(record), flush=True)
         other = indices[(indices.index(k) + 2) % len(indices)] if len(indices) > 2 else (k + 2) % len(blocks)
