@@ -3,7 +3,7 @@
 The network decides at its input size (640x480 for the bundled model) what to take from each camera: a
 map head predicts, at 1/2 of that size, the coefficients (a, b, c) of
 
-    fused Y = clamp(a·IR + b·Y_visible + c, 0, 1)
+    fused Y = clamp(a·IR + b·Y_visible + c, 0, 1)      (or a·max(IR, Y) + b·min(IR, Y) + c: "extremes")
 
 Those coefficients are smooth, so they can be upsampled to any resolution and applied to the registered
 full-resolution frames: the fused image keeps every pixel of detail the cameras have, while only the
@@ -70,18 +70,29 @@ def upsample_map(coefficients: np.ndarray, size: tuple[int, int]) -> list[np.nda
 
 
 # (a, b, c) in the units of an 8-bit output from a 0..1 thermal frame and an 8-bit visible Y: scaled on the
-# small map, so no full-size pass is spent on units
+# small map, so no full-size pass is spent on units. The "extremes" head's max/min compare both sources in
+# one unit: the thermal frame is brought to 0..255 (one pass) and only the offset needs scaling
 _TO_8BIT_UNITS = np.array([255.0, 1.0, 255.0], np.float32)[:, None, None]
+_EXTREMES_TO_8BIT_UNITS = np.array([1.0, 1.0, 255.0], np.float32)[:, None, None]
+FUSION_HEADS = ("blend", "affine", "extremes")
 
 
-def fuse_luminance(coefficients: np.ndarray, thermal: np.ndarray, vis_y8: np.ndarray) -> np.ndarray:
+def fuse_luminance(coefficients: np.ndarray, thermal: np.ndarray, vis_y8: np.ndarray, head: str) -> np.ndarray:
     """fused Y (H, W) uint8 from (3, h, w) coefficients, the H×W thermal (float32 0..1) and the visible Y
-    (uint8): round(255 · clamp(a·IR + b·Y + c, 0, 1)). The result is this thread's scratch array."""
-    a, b, fused = upsample_map(coefficients * _TO_8BIT_UNITS, thermal.shape)
+    (uint8): round(255 · clamp(a·IR + b·Y + c, 0, 1)), or for the "extremes" head with max(IR, Y) and
+    min(IR, Y) in place of IR and Y. The result is this thread's scratch array."""
     vis_y = _scratch.get("vis_y", thermal.shape, np.float32)
     np.copyto(vis_y, vis_y8)
-    cv2.accumulateProduct(a, thermal, fused)  # fused = c + a·IR, in one pass
-    cv2.accumulateProduct(b, vis_y, fused)  # ... + b·Y
+    if head == "extremes":
+        a, b, fused = upsample_map(coefficients * _EXTREMES_TO_8BIT_UNITS, thermal.shape)
+        first = cv2.multiply(thermal, 255.0, dst=_scratch.get("ir255", thermal.shape, np.float32))
+        second = cv2.min(first, vis_y, dst=_scratch.get("darker", thermal.shape, np.float32))
+        cv2.max(first, vis_y, dst=first)
+    else:
+        a, b, fused = upsample_map(coefficients * _TO_8BIT_UNITS, thermal.shape)
+        first, second = thermal, vis_y
+    cv2.accumulateProduct(a, first, fused)  # fused = c + a·IR (or a·max), in one pass
+    cv2.accumulateProduct(b, second, fused)  # ... + b·Y (or b·min)
     cv2.threshold(fused, 0.0, 0.0, cv2.THRESH_TOZERO, dst=fused)  # clamp below (a pass 10x cheaper than numpy's)
     return cv2.convertScaleAbs(fused, dst=_scratch.get("fused_y8", thermal.shape, np.uint8))  # rounds, saturates
 
@@ -96,6 +107,7 @@ def fused_image(
     net_size: tuple[int, int],
     color_net: np.ndarray | None = None,
     encoding: str = "rgb8",
+    head: str,
 ) -> np.ndarray:
     """The fused (H, W, 3) uint8 image at the colour frame's size.
 
@@ -104,18 +116,21 @@ def fused_image(
     chroma: the model's colour rule ("visible" or "denoised"); net_size: (h, w) the graph ran at (sets the
     colour block); color_net: the colour frame at ``net_size`` where the caller has it (the preprocessor
     does): the "denoised" colour's block means come from it, as in the model, without a pass over the
-    full-size frame; encoding: the output's channel order (rgb8 or bgr8).
+    full-size frame; encoding: the output's channel order (rgb8 or bgr8); head: the map head's kind
+    (model.FusionConfig.output: blend, affine or extremes).
     The last steps run in 8 bits (OpenCV's YCrCb -> RGB): a level or two from the float graph.
     """
     if encoding not in FUSED_ENCODINGS:
         raise ValueError(f"the fused image is produced as {' or '.join(FUSED_ENCODINGS)}, not '{encoding}'")
     if chroma not in ("visible", "denoised"):
         raise ValueError(f"chroma must be 'visible' or 'denoised', got {chroma!r}")
+    if head not in FUSION_HEADS:
+        raise ValueError(f"a coefficient map comes from a {', '.join(FUSION_HEADS)} head, not {head!r}")
     rgb8 = to_rgb8(color, color_encoding)
     height, width = rgb8.shape[:2]
     if chroma == "denoised":
         vis_y8 = cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY, dst=_scratch.get("vis_y8", (height, width), np.uint8))
-        fused_y8 = fuse_luminance(coefficients, thermal, vis_y8)
+        fused_y8 = fuse_luminance(coefficients, thermal, vis_y8, head)
         # the model's rule at the network size: block means of the colour, faded by mean visible Y / mean
         # fused Y where the fused image is brighter; Cb/Cr and Y are linear in RGB, so their block means
         # come from the block-mean colour
@@ -136,7 +151,7 @@ def fused_image(
     else:
         # OpenCV's Cr/Cb are model.rgb_to_ycbcr's, in 8 bits
         ycrcb = cv2.cvtColor(rgb8, cv2.COLOR_RGB2YCrCb, dst=_scratch.get("ycrcb", (height, width, 3), np.uint8))
-        ycrcb[:, :, 0] = fuse_luminance(coefficients, thermal, ycrcb[:, :, 0])
+        ycrcb[:, :, 0] = fuse_luminance(coefficients, thermal, ycrcb[:, :, 0], head)
     return cv2.cvtColor(ycrcb, _FROM_YCRCB[encoding])
 
 

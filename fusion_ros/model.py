@@ -51,19 +51,32 @@ class FusionConfig:
     # "blend": b = 1 - a in [0, 1] (a weighting of the two sources) and |c| <= BLEND_MAX_OFFSET;
     # "affine": a, b in [0, AFFINE_MAX_GAIN] each and |c| <= AFFINE_MAX_OFFSET, so the fused image may
     # carry both sources' full contrast at once (their sum) or stretch it. Both start as the plain pixel
-    # average. Models saved before this option existed load as "image".
+    # average. "extremes": the map weighs the brighter and the darker source per pixel, fused Y =
+    # a·max(IR, Y) + b·min(IR, Y) + c, and starts as a contrast-stretched maximum (`stretched_max_map`);
+    # the network predicts bounded corrections to it (see EXTREMES_*). Models saved before this option
+    # existed load as "image".
     output: str = "image"
     stride: int = 1  # resolution of the stem and head (map heads only: an "image" head must draw at full resolution)
 
 
-FUSION_OUTPUTS = ("image", "blend", "affine")
-MAP_OUTPUTS = ("blend", "affine")  # heads whose output is a coefficient map (a, b, c)
+FUSION_OUTPUTS = ("image", "blend", "affine", "extremes")
+MAP_OUTPUTS = ("blend", "affine", "extremes")  # heads whose output is a coefficient map (a, b, c)
 CHROMA_MODES = ("visible", "denoised")
 DETECTORS = ("fcos", "yolox_nano")
 THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
 BLEND_MAX_OFFSET = 0.25  # a "blend" head may lift or lower the mix by at most this (of the [0, 1] range)
 AFFINE_MAX_GAIN = 2.0  # an "affine" head's gain on each source: 0 (drop it) .. 2 (twice its contrast)
 AFFINE_MAX_OFFSET = 1.0  # ... and its offset (of the [0, 1] range): the sum of two bright sources needs -1
+# The "extremes" head's prior, a contrast-stretched pixel maximum: the brighter source per pixel (a warm
+# pedestrian on a dark road, a lit sign on a cool wall), its local contrast x1.2 around the mean over
+# STRETCH_WINDOW map pixels (23 at 1/2 of 640x480: 7 % of the width), then the whole image's contrast
+# x1.25 around its mean. Chosen as a fixed rule on RoadScene-50 / TNO-25 (docs/fusion.md): the smallest
+# stretch whose detail (SD, SF) passes CDDFuse's published rows while the sources' edges (Qabf) still do.
+STRETCH_LOCAL = 1.2
+STRETCH_GLOBAL = 1.25
+STRETCH_WINDOW = 23
+# ... and the corrections the network may make to it: gain on the maximum, gain on the minimum, offset
+EXTREMES_MAX_CORRECTION = (0.5, 0.5, 0.25)
 
 
 @dataclass
@@ -215,7 +228,7 @@ class FusionNet(nn.Module):
             *[ResidualDenseBlock(cfg.width, cfg.growth, cfg.block_layers, cfg.dilation) for _ in range(cfg.num_blocks)],
             nn.Conv2d(cfg.width, cfg.body_out_channels, 1),
         )
-        head_out = {"blend": 2, "affine": 3}.get(cfg.output, 1)
+        head_out = {"blend": 2, "affine": 3, "extremes": 3}.get(cfg.output, 1)
         self.head = nn.Sequential(
             conv3x3(cfg.stem_channels + cfg.body_out_channels, cfg.head_channels),
             nn.PReLU(cfg.head_channels),
@@ -223,7 +236,8 @@ class FusionNet(nn.Module):
         )
         self.stride, self.body_pool, self.output = cfg.stride, body_pool, cfg.output
         self.thermal_skip = cfg.thermal_skip
-        if self.thermal_skip or self.output in MAP_OUTPUTS:  # start exactly at the thermal image / the average
+        # start exactly at the thermal image / the average / the stretched maximum
+        if self.thermal_skip or self.output in MAP_OUTPUTS:
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         if self.output == "affine":  # a = b = AFFINE_MAX_GAIN·sigmoid(bias) = 0.5: the pixel average
@@ -253,11 +267,14 @@ class FusionNet(nn.Module):
         if self.output == "affine":
             return torch.cat([AFFINE_MAX_GAIN * torch.sigmoid(out[:, :2]), AFFINE_MAX_OFFSET * torch.tanh(out[:, 2:])],
                              dim=1)
+        if self.output == "extremes":
+            correction = torch.tensor(EXTREMES_MAX_CORRECTION, dtype=out.dtype, device=out.device).view(1, 3, 1, 1)
+            return stretched_max_map(ir, vis_y, self.stride) + correction * torch.tanh(out)
         raise ValueError(f"a fusion head with output {self.output!r} has no coefficient map")
 
     def forward(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         if self.has_map:
-            return apply_coefficients(self.coefficients(ir, vis_y), ir, vis_y)
+            return apply_coefficients(self.coefficients(ir, vis_y), ir, vis_y, self.output)
         out = self._head(ir, vis_y)
         if self.thermal_skip:
             ir = ir.clamp(THERMAL_SKIP_EPS, 1.0 - THERMAL_SKIP_EPS)
@@ -265,13 +282,34 @@ class FusionNet(nn.Module):
         return torch.sigmoid(out)
 
 
-def apply_coefficients(coefficients: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
-    """fused Y = clamp(a·IR + b·Y + c, 0, 1) with (a, b, c) bilinearly upsampled to the images' size (the
-    numpy twin for camera-size frames is fusion_ros.fusion_map.fuse_luminance)."""
+def apply_coefficients(coefficients: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor,
+                       output: str = "affine") -> torch.Tensor:
+    """fused Y = clamp(a·IR + b·Y + c, 0, 1), or for the "extremes" head clamp(a·max(IR, Y) +
+    b·min(IR, Y) + c, 0, 1), with (a, b, c) bilinearly upsampled to the images' size (the numpy twin for
+    camera-size frames is fusion_ros.fusion_map.fuse_luminance)."""
     if coefficients.shape[-2:] != ir.shape[-2:]:
         coefficients = F.interpolate(coefficients, size=ir.shape[-2:], mode="bilinear", align_corners=False)
     a, b, c = coefficients[:, 0:1], coefficients[:, 1:2], coefficients[:, 2:3]
+    if output == "extremes":
+        ir, vis_y = torch.maximum(ir, vis_y), torch.minimum(ir, vis_y)
     return (a * ir + b * vis_y + c).clamp(0.0, 1.0)
+
+
+def stretched_max_map(ir: torch.Tensor, vis_y: torch.Tensor, stride: int, local: float = STRETCH_LOCAL,
+                      overall: float = STRETCH_GLOBAL, window: int = STRETCH_WINDOW) -> torch.Tensor:
+    """(B, 3, h, w) coefficients at 1/stride of the "extremes" head's prior: with M = max(IR, Y), m its
+    local mean over `window` map pixels and μ its image mean,
+    F = μ + g·(m + l·(M − m) − μ) = g·l·M + g·(1 − l)·m + (1 − g)·μ   (l = local, g = overall),
+    i.e. a = g·l, b = 0 and a smooth offset c. Only the offset depends on the images, at the map's size."""
+    brightest = torch.maximum(ir, vis_y)
+    if stride > 1:
+        brightest = F.avg_pool2d(brightest, stride, ceil_mode=True)
+    pad = window // 2
+    mean_local = F.avg_pool2d(F.pad(brightest, [pad, pad, 0, 0], mode="replicate"), (1, window), stride=1)
+    mean_local = F.avg_pool2d(F.pad(mean_local, [0, 0, pad, pad], mode="replicate"), (window, 1), stride=1)
+    mean = brightest.mean(dim=(2, 3), keepdim=True)
+    offset = overall * (1.0 - local) * mean_local + (1.0 - overall) * mean
+    return torch.cat([torch.full_like(offset, overall * local), torch.zeros_like(offset), offset], dim=1)
 
 
 # -------------------------------------------------------------------------------------- backbone + FPN
@@ -447,7 +485,7 @@ class FusedPerceptionNet(nn.Module):
         vis_y = ycbcr[:, 0:1]
         if self.fusion.has_map:
             coefficients = self.fusion.coefficients(thermal, vis_y)
-            fused_y = apply_coefficients(coefficients, thermal, vis_y)
+            fused_y = apply_coefficients(coefficients, thermal, vis_y, self.fusion.output)
         else:
             coefficients, fused_y = None, self.fusion(thermal, vis_y)
         chroma = ycbcr[:, 1:]

@@ -6,8 +6,9 @@ import torch
 
 from fusion_ros.checkpoint import ModelMeta, save_model
 from fusion_ros.engine import FUSION_MAP_OUTPUT, EngineError, create_engine
-from fusion_ros.fusion_map import fused_image
-from fusion_ros.model import AFFINE_MAX_GAIN, FusedPerceptionNet, FusionConfig, ModelConfig
+from fusion_ros.fusion_map import fuse_luminance, fused_image
+from fusion_ros.model import (AFFINE_MAX_GAIN, STRETCH_GLOBAL, STRETCH_LOCAL, STRETCH_WINDOW, FusedPerceptionNet,
+                              FusionConfig, ModelConfig)
 
 NET = (96, 128)  # (h, w) the test models run at
 
@@ -46,7 +47,7 @@ def spatial_frequency(grey):
     return np.sqrt(np.mean(np.diff(grey, axis=1) ** 2) + np.mean(np.diff(grey, axis=0) ** 2))
 
 
-@pytest.mark.parametrize("output", ["blend", "affine"])
+@pytest.mark.parametrize("output", ["blend", "affine", "extremes"])
 @pytest.mark.parametrize("chroma", ["visible", "denoised"])
 def test_the_map_applied_after_the_graph_gives_the_graphs_image(output, chroma):
     """At the network size the numpy twin reproduces the graph's fused image within a level or two."""
@@ -57,10 +58,12 @@ def test_the_map_applied_after_the_graph_gives_the_graphs_image(output, chroma):
                     torch.from_numpy(rgb8.transpose(2, 0, 1)[None].astype(np.float32) / 255))
     assert out.fusion_map.shape == (1, 3, NET[0] // 2, NET[1] // 2)
     graph = np.clip(np.round(out.fused[0].numpy().transpose(1, 2, 0) * 255), 0, 255)
-    ours = fused_image(out.fusion_map[0].numpy(), thermal, rgb8, chroma=chroma, net_size=NET).astype(np.float64)
+    ours = fused_image(out.fusion_map[0].numpy(), thermal, rgb8, chroma=chroma, net_size=NET,
+                       head=output).astype(np.float64)
     diff = np.abs(graph - ours)
     assert diff.max() <= 3 and diff.mean() < 0.75, (diff.max(), diff.mean())
-    bgr = fused_image(out.fusion_map[0].numpy(), thermal, rgb8, chroma=chroma, net_size=NET, encoding="bgr8")
+    bgr = fused_image(out.fusion_map[0].numpy(), thermal, rgb8, chroma=chroma, net_size=NET, encoding="bgr8",
+                      head=output)
     assert np.array_equal(bgr, ours.astype(np.uint8)[:, :, ::-1])
 
 
@@ -77,14 +80,41 @@ def test_affine_head_starts_as_the_pixel_average_and_reaches_beyond_a_blend():
     assert AFFINE_MAX_GAIN / 2 == 1.0
 
 
-@pytest.fixture(scope="module")
-def map_model_files(tmp_path_factory):
+def test_extremes_head_starts_as_the_stretched_maximum_and_its_map_needs_the_heads_kind():
+    """At initialisation the "extremes" head is its prior: the pixel maximum, local contrast x STRETCH_LOCAL
+    around its mean over STRETCH_WINDOW map pixels, global contrast x STRETCH_GLOBAL (computed here with
+    OpenCV, independently of the graph). The same map read as an affine one is another image."""
+    model = small_model("extremes", head_std=0.0)
+    thermal, rgb8 = textured_pair(NET, seed=5)
+    vis_y = cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    brightest = np.maximum(thermal, vis_y)
+    half = cv2.resize(brightest, (NET[1] // 2, NET[0] // 2), interpolation=cv2.INTER_AREA)
+    local = cv2.blur(half, (STRETCH_WINDOW, STRETCH_WINDOW), borderType=cv2.BORDER_REPLICATE)
+    offset = STRETCH_GLOBAL * (1 - STRETCH_LOCAL) * local + (1 - STRETCH_GLOBAL) * half.mean()
+    expected = np.clip(STRETCH_GLOBAL * STRETCH_LOCAL * brightest
+                       + cv2.resize(offset, (NET[1], NET[0]), interpolation=cv2.INTER_LINEAR), 0, 1)
+    with torch.no_grad():
+        coefficients = model.fusion.coefficients(torch.from_numpy(thermal)[None, None],
+                                                 torch.from_numpy(vis_y)[None, None])
+        fused = model.fusion(torch.from_numpy(thermal)[None, None], torch.from_numpy(vis_y)[None, None])
+    assert np.abs(fused[0, 0].numpy() - expected).max() < 1e-5
+    assert float(np.std(expected)) > 1.2 * float(np.std(brightest))  # it does stretch
+    ours = fuse_luminance(coefficients[0].numpy(), thermal, np.round(vis_y * 255).astype(np.uint8), "extremes")
+    assert np.abs(ours.astype(np.float64) - expected * 255).max() <= 1.5
+    as_affine = fuse_luminance(coefficients[0].numpy(), thermal, np.round(vis_y * 255).astype(np.uint8), "affine")
+    assert np.abs(as_affine.astype(np.float64) - expected * 255).mean() > 10
+    with pytest.raises(ValueError, match="extremes head, not 'image'"):
+        fused_image(coefficients[0].numpy(), thermal, rgb8, net_size=NET, head="image")
+
+
+@pytest.fixture(scope="module", params=["affine", "extremes"])
+def map_model_files(tmp_path_factory, request):
     """A map-head model (.pt) and its ONNX export (a graph with the fusion_map output)."""
     from training.export import export_onnx
 
     folder = tmp_path_factory.mktemp("fusion_map")
-    pt = save(small_model("affine", "denoised"), folder / "affine.pt")
-    result = export_onnx(pt, folder / "affine.onnx", size=NET)
+    pt = save(small_model(request.param, "denoised"), folder / f"{request.param}.pt")
+    result = export_onnx(pt, folder / f"{request.param}.onnx", size=NET)
     assert FUSION_MAP_OUTPUT in [o["name"] for o in result.sidecar["outputs"]]
     return pt, result.onnx_path
 
@@ -106,9 +136,14 @@ def test_the_fused_image_has_the_cameras_resolution_and_detail(map_model_files, 
     resized = cv2.resize(net_fused, (camera[1], camera[0]), interpolation=cv2.INTER_LINEAR)
     grey = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)  # noqa: E731
     assert spatial_frequency(grey(fused)) > 2 * spatial_frequency(grey(resized))
-    # ... and the same picture at the large scale
+    # ... and the same picture at the large scale (for the "extremes" head up to a brightness offset: the
+    # maximum of two noisy pixel grids is brighter than the maximum of their smoothed network-size copies,
+    # by as much as the pixel noise there: the same picture means correlated)
     coarse = lambda im: cv2.resize(im, (NET[1], NET[0]), interpolation=cv2.INTER_AREA).astype(float)  # noqa: E731
-    assert np.abs(coarse(fused) - coarse(resized)).mean() < 6
+    if "extremes" in str(pt):
+        assert np.corrcoef(coarse(fused).ravel(), coarse(resized).ravel())[0, 1] > 0.9
+    else:
+        assert np.abs(coarse(fused) - coarse(resized)).mean() < 6
     # at the network size the graph's own image is returned
     thermal_net, rgb_net = textured_pair(NET, seed=2)
     assert np.array_equal(full.infer(thermal_net, rgb_net).fused, small.infer(thermal_net, rgb_net).fused)
@@ -123,26 +158,27 @@ def test_backends_agree_on_the_camera_size_image(map_model_files):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("head", ["affine", "extremes"])
 @pytest.mark.parametrize("chroma", ["visible", "denoised"])
-def test_camera_size_images_are_fresh_arrays_and_take_the_network_size_colour(chroma):
+def test_camera_size_images_are_fresh_arrays_and_take_the_network_size_colour(chroma, head):
     """The working arrays are reused between frames, the returned images are not: two frames in a row keep
     their own pixels. The colour's block means from the caller's network-size frame (the engine passes the
     preprocessor's) give the image the function makes on its own, and bgr8 input is the same picture."""
-    model = small_model("affine", chroma)
+    model = small_model(head, chroma)
     with torch.no_grad():
         coefficients = model.fusion.coefficients(torch.rand(1, 1, *NET), torch.rand(1, 1, *NET))[0].numpy()
     camera = (288, 384)
     (thermal_a, rgb_a), (thermal_b, rgb_b) = textured_pair(camera, seed=1), textured_pair(camera, seed=2)
-    first = fused_image(coefficients, thermal_a, rgb_a, chroma=chroma, net_size=NET)
+    first = fused_image(coefficients, thermal_a, rgb_a, chroma=chroma, net_size=NET, head=head)
     kept = first.copy()
-    second = fused_image(coefficients, thermal_b, rgb_b, chroma=chroma, net_size=NET)
+    second = fused_image(coefficients, thermal_b, rgb_b, chroma=chroma, net_size=NET, head=head)
     assert np.array_equal(first, kept) and not np.array_equal(first, second)
     color_net = cv2.resize(rgb_a, (NET[1], NET[0]), interpolation=cv2.INTER_AREA)
     assert np.array_equal(fused_image(coefficients, thermal_a, rgb_a, chroma=chroma, net_size=NET,
-                                      color_net=color_net), first)
+                                      color_net=color_net, head=head), first)
     from_bgr = fused_image(coefficients, thermal_a, np.ascontiguousarray(rgb_a[:, :, ::-1]), chroma=chroma,
                            net_size=NET, color_encoding="bgr8",
-                           color_net=np.ascontiguousarray(color_net[:, :, ::-1]))
+                           color_net=np.ascontiguousarray(color_net[:, :, ::-1]), head=head)
     assert np.array_equal(from_bgr, first)
 
 

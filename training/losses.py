@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion_ros.model import FPN_STRIDES, SIZE_RANGES, PerceptionOutput, fcos_points, rgb_to_ycbcr
+from fusion_ros.model import (FPN_STRIDES, SIZE_RANGES, PerceptionOutput, apply_coefficients, fcos_points,
+                              rgb_to_ycbcr, stretched_max_map)
 
 
-FUSION_TARGETS = ("saliency", "max", "detail", "mean", "quality")
+FUSION_TARGETS = ("saliency", "max", "detail", "mean", "quality", "stretched_max")
+STRETCHED_MAX_STRIDE = 2  # the target's local mean at 1/2 resolution, as the "extremes" head (fusion.stride 2) has it
 
 
 @dataclass
@@ -74,6 +76,9 @@ def fusion_target(
     mean: T = (IR + Y) / 2 -- the pixel average, which a COCO-pretrained detector reads best of the fixed
     rules on real road pairs (msrs_det README); the texture term then asks for the stronger source's
     edges on top, which the average halves.
+    stretched_max: the pixel maximum with its local and global contrast stretched (model.stretched_max_map):
+    the "extremes" head's starting point, so the objective holds the fused image there unless the tasks'
+    hypergradient pays for a change.
     quality has no target image: the visual critic compares the fused Y with the sources themselves (IR
     for the even samples of a batch, Y for the odd), the look the fused image should keep.
     """
@@ -84,6 +89,8 @@ def fusion_target(
         return 0.5 * (ir + vis_y)
     if kind == "max":
         return torch.maximum(ir, vis_y)
+    if kind == "stretched_max":
+        return apply_coefficients(stretched_max_map(ir, vis_y, STRETCHED_MAX_STRIDE), ir, vis_y, "extremes")
     if kind == "detail":
         return (ir + visible_detail(vis_y, detail_threshold)).clamp(0.0, 1.0)
     return saliency * ir + (1.0 - saliency) * vis_y

@@ -79,6 +79,7 @@ class ModelInfo:
     model_version: str = ""
     source: str = ""  # the file it came from
     chroma: str = "visible"  # the model's colour rule (model.ModelConfig.chroma), for camera-size fusion
+    fusion_head: str = "affine"  # the map head's kind (model.FusionConfig.output), for camera-size fusion
     segmentation_labels: str = "unknown"  # what the segmentation head learnt from (fusion_ros.segmentation_labels)
 
 
@@ -261,7 +262,7 @@ class Engine(ABC):
             return fused_to_image(outputs["fused"][index], pair.rgb_size, encoding)
         return fused_image(outputs[FUSION_MAP_OUTPUT][index], pair.thermal_camera, pair.color,
                            color_encoding=pair.color_encoding, chroma=self.info.chroma, net_size=self.input_size,
-                           color_net=pair.color_net, encoding=encoding)
+                           color_net=pair.color_net, encoding=encoding, head=self.info.fusion_head)
 
     @abstractmethod
     def _run(self, thermal: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:

@@ -127,6 +127,7 @@ def model_info_from_sidecar(data: dict, source: str | Path) -> ModelInfo:
             model_version=str(data.get("model_version", "")),
             source=str(source),
             chroma=str((data.get("model_config") or {}).get("chroma", "visible")),
+            fusion_head=str(((data.get("model_config") or {}).get("fusion") or {}).get("output", "affine")),
             segmentation_labels=checked(data.get("segmentation_labels"), str(sidecar_path(source))),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -53,6 +53,7 @@ class TorchEngine(Engine):
             model_version=str((meta.info or {}).get("version", "")),
             source=str(path),
             chroma=model.cfg.chroma,
+            fusion_head=model.cfg.fusion.output,
             segmentation_labels=meta.segmentation_labels,
         )
         super().__init__(info, **options)
