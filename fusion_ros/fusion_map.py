@@ -71,9 +71,9 @@ def upsample_map(coefficients: np.ndarray, size: tuple[int, int]) -> list[np.nda
 
 # (a, b, c) in the units of an 8-bit output from a 0..1 thermal frame and an 8-bit visible Y: scaled on the
 # small map, so no full-size pass is spent on units. The "extremes" head's max/min compare both sources in
-# one unit: the thermal frame is brought to 0..255 (one pass) and only the offset needs scaling
+# one unit: there the visible Y is converted to 0..1 (the pass that converts it to float anyway) and the
+# result scaled to 8 bits by the final conversion
 _TO_8BIT_UNITS = np.array([255.0, 1.0, 255.0], np.float32)[:, None, None]
-_EXTREMES_TO_8BIT_UNITS = np.array([1.0, 1.0, 255.0], np.float32)[:, None, None]
 FUSION_HEADS = ("blend", "affine", "extremes")
 
 
@@ -82,19 +82,21 @@ def fuse_luminance(coefficients: np.ndarray, thermal: np.ndarray, vis_y8: np.nda
     (uint8): round(255 · clamp(a·IR + b·Y + c, 0, 1)), or for the "extremes" head with max(IR, Y) and
     min(IR, Y) in place of IR and Y. The result is this thread's scratch array."""
     vis_y = _scratch.get("vis_y", thermal.shape, np.float32)
-    np.copyto(vis_y, vis_y8)
     if head == "extremes":
-        a, b, fused = upsample_map(coefficients * _EXTREMES_TO_8BIT_UNITS, thermal.shape)
-        first = cv2.multiply(thermal, 255.0, dst=_scratch.get("ir255", thermal.shape, np.float32))
-        second = cv2.min(first, vis_y, dst=_scratch.get("darker", thermal.shape, np.float32))
-        cv2.max(first, vis_y, dst=first)
+        a, b, fused = upsample_map(coefficients, thermal.shape)
+        np.multiply(vis_y8, np.float32(1.0 / 255.0), out=vis_y)
+        first = cv2.max(thermal, vis_y, dst=_scratch.get("brighter", thermal.shape, np.float32))
+        second = cv2.min(thermal, vis_y, dst=vis_y)
+        scale = 255.0
     else:
         a, b, fused = upsample_map(coefficients * _TO_8BIT_UNITS, thermal.shape)
-        first, second = thermal, vis_y
+        np.copyto(vis_y, vis_y8)
+        first, second, scale = thermal, vis_y, 1.0
     cv2.accumulateProduct(a, first, fused)  # fused = c + a·IR (or a·max), in one pass
     cv2.accumulateProduct(b, second, fused)  # ... + b·Y (or b·min)
     cv2.threshold(fused, 0.0, 0.0, cv2.THRESH_TOZERO, dst=fused)  # clamp below (a pass 10x cheaper than numpy's)
-    return cv2.convertScaleAbs(fused, dst=_scratch.get("fused_y8", thermal.shape, np.uint8))  # rounds, saturates
+    # scales, rounds, saturates
+    return cv2.convertScaleAbs(fused, dst=_scratch.get("fused_y8", thermal.shape, np.uint8), alpha=scale)
 
 
 def fused_image(
