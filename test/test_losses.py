@@ -206,3 +206,23 @@ def test_dark_visible_noise_earns_nothing_with_a_dark_level():
     assert float(L.fusion_loss(clean, ir, noisy_vis, None, dark)[0]) < float(L.fusion_loss(with_noise, ir, noisy_vis, None, dark)[0])
     with pytest.raises(ValueError, match="visible_dark_level"):
         L.LossWeights(target="quality", visible_dark_level=1.5)
+
+
+def test_extremes_head_starts_at_the_stretched_max_objectives_optimum():
+    """The shipped recipe has no warm start because an untrained "extremes" head already draws its target:
+    the objective is ~0 there, and any correction the tasks ask for costs it something."""
+    from fusion_ros.model import FusionConfig, FusionNet
+
+    torch.manual_seed(0)
+    net = FusionNet(FusionConfig(output="extremes", stride=2, body_stride=8, width=8, growth=4, block_layers=2))
+    ir = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 64, 96), 3, 1, 1)
+    vis = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 64, 96), 3, 1, 1)
+    weights = L.LossWeights(target="stretched_max", texture=0.0)
+    target = L.fusion_target(ir, vis, torch.zeros_like(ir), "stretched_max")
+    assert target.std() > 1.2 * torch.maximum(ir, vis).std()  # a stretch of the pixel maximum
+    at_start, _ = L.fusion_loss(net(ir, vis), ir, vis, torch.zeros_like(ir), weights)
+    assert float(at_start) < 1e-5
+    with torch.no_grad():
+        net.head[-1].bias[2] = 0.5  # a brighter offset
+    moved, _ = L.fusion_loss(net(ir, vis), ir, vis, torch.zeros_like(ir), weights)
+    assert float(moved) > 0.05
