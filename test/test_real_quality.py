@@ -18,9 +18,9 @@ from fusion_ros.quality_eval import FusionEvalOptions, evaluate_fusion
 
 MSRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrs_det"
 IVF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ivf_samples"
-# measured at shipping (2026-12-02, bi-level, quality objective): mAP@0.5 0.692, night 0.720, 1.42 boxes per
-# labelled object at 0.4. The night floor came down from 0.77 with this model: its fused image carries the
-# visible camera's contrast, and its noise at night (docs/training.md, "Night is where it gave ground")
+# measured at shipping (2026-12-07, bi-level, extremes head, stretched_max objective): mAP@0.5 0.695, night
+# 0.718, 1.44 boxes per labelled object at 0.4. Issue 19 asks 0.77 at night; this model does not reach it
+# (docs/training.md, "Night stays below the earlier mean-target model"): the floor guards what was shipped
 FLOOR_MAP50 = 0.67
 FLOOR_NIGHT_MAP50 = 0.69
 MAX_BOXES_PER_OBJECT = 2.0  # at the node's default score_threshold (issue 12: usable scores)
@@ -41,27 +41,33 @@ def test_bundled_model_on_real_validation_pairs(tmp_path):
     assert det["at_default_threshold"]["boxes_per_object"] <= MAX_BOXES_PER_OBJECT, summary
 
 
-# measured at shipping (fusion_ros/models/default.md): above the pixel average on 8 of 8 metrics on RoadScene-50,
-# 7 of 8 on TNO-25 (not MI); SD 47.8 / 36.5 against the average's 28.5 / 26.1; on the 10 TNO pairs larger than
-# the network input SF 7.25 / AG 3.02 against the average's 7.18 / 2.79
-MIN_METRICS_ABOVE_AVERAGE = {"RoadScene": 8, "TNO": 7}
-CONTRAST_OVER_AVERAGE = 1.3  # SD, the fused image's contrast, at least 1.3x the pixel average's
+# measured at shipping (fusion_ros/models/default.md, 2026-12-07): above CDDFuse's published row on 5 of 8 on
+# RoadScene-50 and on TNO-25 (SD, SF, MI, VIF, Qabf), above the pixel average on 7 of 8 on each (not SSIM); SD
+# 54.9 / 49.7 against the average's 28.5 / 26.1; on the 10 TNO pairs larger than the network input SF 14.44 /
+# AG 5.43 against the average's 7.18 / 2.79
+PUBLISHED_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")  # the eight of CDDFuse's rows
+MIN_METRICS_ABOVE_AVERAGE = 7  # of PUBLISHED_METRICS, on each set (issue 19)
+MIN_METRICS_ABOVE_CDDFUSE = 5  # of CDDFuse's published row, on each set (issue 19)
+CONTRAST_OVER_AVERAGE = 1.5  # SD, the fused image's contrast, at least 1.5x the pixel average's
 
 
 @pytest.mark.skipif(not IVF.is_dir(), reason=f"{IVF} absent: the standard fusion test pairs live in ../shared beside the repo")
-def test_bundled_model_fuses_the_standard_test_pairs_better_than_the_pixel_average(tmp_path):
+def test_bundled_model_fuses_the_standard_test_pairs_as_well_as_the_published_network(tmp_path):
     metrics = evaluate_fusion(FusionEvalOptions(
         roots=[str(IVF / "RoadScene"), str(IVF / "TNO")], out=str(tmp_path / "quality"), conventions=("cddfuse",),
-        model=str(DEFAULT_MODEL.with_suffix(".onnx")), backend="onnxruntime", threads=2, samples=0, night_crops=0,
-        progress=False))
-    for set_name, floor in MIN_METRICS_ABOVE_AVERAGE.items():
+        reference="cddfuse", model=str(DEFAULT_MODEL.with_suffix(".onnx")), backend="onnxruntime", threads=2,
+        samples=0, night_crops=0, progress=False))
+    for set_name, pairs in (("RoadScene", 50), ("TNO", 25)):
         s = metrics["sets"][set_name]
-        assert s["pairs_scored"] == s["pairs_selected"] == {"RoadScene": 50, "TNO": 25}[set_name]
+        assert s["pairs_scored"] == s["pairs_selected"] == pairs
         means = s["conventions"]["cddfuse"]["mean"]
         model, average = means["model"], means["pixel_average"]
-        above = [k for k in model if model[k] > average[k]]
-        assert len(above) >= floor, (set_name, model, average)
+        above = [k for k in PUBLISHED_METRICS if model[k] > average[k]]
+        assert len(above) >= MIN_METRICS_ABOVE_AVERAGE, (set_name, model, average)
         assert model["SD"] >= CONTRAST_OVER_AVERAGE * average["SD"], (set_name, model["SD"], average["SD"])
+        reference = s["reference"]
+        assert reference["applies"], reference
+        assert len(reference["beats"]) >= MIN_METRICS_ABOVE_CDDFUSE, (set_name, reference)
     # the pairs larger than the network input keep the camera's detail: SF and AG at least the average's
     large = metrics["sets"]["TNO"]["larger_than_network"]
     assert len(large["pairs"]) == 10
