@@ -74,7 +74,7 @@ def upsample_map(coefficients: np.ndarray, size: tuple[int, int]) -> list[np.nda
 # one unit: there the visible Y is converted to 0..1 (the pass that converts it to float anyway) and the
 # result scaled to 8 bits by the final conversion
 _TO_8BIT_UNITS = np.array([255.0, 1.0, 255.0], np.float32)[:, None, None]
-FUSION_HEADS = ("blend", "affine", "extremes")
+MAP_HEADS = ("blend", "affine", "extremes")  # the fusion heads whose coefficient map this applies
 
 
 def fuse_luminance(coefficients: np.ndarray, thermal: np.ndarray, vis_y8: np.ndarray, head: str) -> np.ndarray:
@@ -126,8 +126,8 @@ def fused_image(
         raise ValueError(f"the fused image is produced as {' or '.join(FUSED_ENCODINGS)}, not '{encoding}'")
     if chroma not in ("visible", "denoised"):
         raise ValueError(f"chroma must be 'visible' or 'denoised', got {chroma!r}")
-    if head not in FUSION_HEADS:
-        raise ValueError(f"a coefficient map comes from a {', '.join(FUSION_HEADS)} head, not {head!r}")
+    if head not in MAP_HEADS:
+        raise ValueError(f"a coefficient map comes from a {', '.join(MAP_HEADS)} head, not {head!r}")
     rgb8 = to_rgb8(color, color_encoding)
     height, width = rgb8.shape[:2]
     if chroma == "denoised":

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fusion_map import MAP_HEADS
 from .head_points import FPN_STRIDES, head_points
 from .yolox import WIDTHS as YOLOX_WIDTHS, YOLOXNano
 
@@ -60,7 +61,6 @@ class FusionConfig:
 
 
 FUSION_OUTPUTS = ("image", "blend", "affine", "extremes")
-MAP_OUTPUTS = ("blend", "affine", "extremes")  # heads whose output is a coefficient map (a, b, c)
 CHROMA_MODES = ("visible", "denoised")
 DETECTORS = ("fcos", "yolox_nano")
 THERMAL_SKIP_EPS = 1e-3  # the thermal image is clamped to [eps, 1 - eps] before its logit
@@ -237,7 +237,7 @@ class FusionNet(nn.Module):
         self.stride, self.body_pool, self.output = cfg.stride, body_pool, cfg.output
         self.thermal_skip = cfg.thermal_skip
         # start exactly at the thermal image / the average / the stretched maximum
-        if self.thermal_skip or self.output in MAP_OUTPUTS:
+        if self.thermal_skip or self.output in MAP_HEADS:
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         if self.output == "affine":  # a = b = AFFINE_MAX_GAIN·sigmoid(bias) = 0.5: the pixel average
@@ -246,7 +246,7 @@ class FusionNet(nn.Module):
 
     @property
     def has_map(self) -> bool:
-        return self.output in MAP_OUTPUTS
+        return self.output in MAP_HEADS
 
     def _head(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         sources = torch.cat([ir, vis_y], dim=1)
@@ -282,8 +282,7 @@ class FusionNet(nn.Module):
         return torch.sigmoid(out)
 
 
-def apply_coefficients(coefficients: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor,
-                       output: str = "affine") -> torch.Tensor:
+def apply_coefficients(coefficients: torch.Tensor, ir: torch.Tensor, vis_y: torch.Tensor, output: str) -> torch.Tensor:
     """fused Y = clamp(a·IR + b·Y + c, 0, 1), or for the "extremes" head clamp(a·max(IR, Y) +
     b·min(IR, Y) + c, 0, 1), with (a, b, c) bilinearly upsampled to the images' size (the numpy twin for
     camera-size frames is fusion_ros.fusion_map.fuse_luminance)."""

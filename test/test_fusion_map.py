@@ -140,7 +140,7 @@ def test_the_fused_image_has_the_cameras_resolution_and_detail(map_model_files, 
     # maximum of two noisy pixel grids is brighter than the maximum of their smoothed network-size copies,
     # by as much as the pixel noise there: the same picture means correlated)
     coarse = lambda im: cv2.resize(im, (NET[1], NET[0]), interpolation=cv2.INTER_AREA).astype(float)  # noqa: E731
-    if "extremes" in str(pt):
+    if full.info.fusion_head == "extremes":
         assert np.corrcoef(coarse(fused).ravel(), coarse(resized).ravel())[0, 1] > 0.9
     else:
         assert np.abs(coarse(fused) - coarse(resized)).mean() < 6
