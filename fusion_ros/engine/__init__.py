@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..fusion_map import compile_kernels
 from ..paths import DEFAULT_MODEL
 from ..postprocess import Detections, PostprocessConfig
 from .base import (
@@ -131,16 +132,15 @@ def resolve_artifacts(path: str | Path) -> dict[str, Path]:
 
 def _make(backend: str, artifact: Path, device: str, opts: dict) -> Engine:
     if backend == "tensorrt":
-        from .tensorrt_backend import TensorRTEngine
-
-        return TensorRTEngine(artifact, device=device, **opts)
-    if backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeEngine
-
-        return OnnxRuntimeEngine(artifact, device=device, **opts)
-    from .torch_backend import TorchEngine
-
-    return TorchEngine(artifact, device=device, **opts)
+        from .tensorrt_backend import TensorRTEngine as engine_class
+    elif backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeEngine as engine_class
+    else:
+        from .torch_backend import TorchEngine as engine_class
+    engine = engine_class(artifact, device=device, **opts)
+    if engine.has_fusion_map and engine.fused_resolution == "camera":
+        compile_kernels()  # now, not on the first camera frame
+    return engine
 
 
 _COMMON_OPTIONS = {"input_size", "postprocess", "registration", "fused_resolution"}
