@@ -257,7 +257,8 @@ def fused_image(
     rgb_small = rgb_small.astype(np.float32)
     vis_small = cv2.cvtColor(rgb_small, cv2.COLOR_RGB2GRAY)
     fused_small = np.empty((small[1], small[0]), np.float32)
-    _block_means(fused_y8, fused_small)
+    with _kernel_lock:
+        _block_means(fused_y8, fused_small)
     trust = np.minimum(vis_small / np.maximum(fused_small, np.float32(0.255)), 1.0)
     cb_cr = (_cb_cr_offset(rgb_small) * trust[:, :, None]).transpose(2, 0, 1)
     with _kernel_lock:

@@ -1,4 +1,9 @@
 """The fused image at the camera's resolution: the coefficient map of a map head, applied after the graph."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import cv2
 import numpy as np
 import pytest
@@ -218,3 +223,44 @@ def test_models_without_a_map_fall_back_to_the_network_size_image(tmp_path):
     thermal, rgb8 = textured_pair((192, 256))
     result = engine.infer(thermal, rgb8)
     assert result.fused.shape == (192, 256, 3)
+
+
+def test_camera_size_images_from_several_threads_at_once_are_each_threads_own():
+    """The compiled kernels run one at a time per process: numba's workqueue threading layer (its fallback
+    where no OpenMP or TBB runtime is found) aborts the process on concurrent parallel calls. Under that
+    layer, callbacks on six threads each get the image the same call makes alone."""
+    code = textwrap.dedent("""
+        from concurrent.futures import ThreadPoolExecutor
+        import numba, numpy as np
+        from fusion_ros.fusion_map import fused_image
+        rng = np.random.default_rng(0)
+        coefficients = rng.random((3, 48, 64), dtype=np.float32) - 0.25
+        pairs = [(rng.random((200 + 8 * i, 264), dtype=np.float32),
+                  rng.integers(0, 256, (200 + 8 * i, 264, 3), dtype=np.uint8)) for i in range(6)]
+        run = lambda pair: fused_image(coefficients, *pair, chroma="denoised", net_size=(96, 128), head="extremes")
+        alone = [run(pair) for pair in pairs]
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(run, pairs * 4))
+        assert all(np.array_equal(image, alone[i % 6]) for i, image in enumerate(together))
+        print(numba.threading_layer())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue"]
+
+
+@pytest.mark.parametrize("encoding", ["rgba8", "bgra8", "mono8"])
+def test_other_colour_encodings_give_the_rgb8_image(encoding):
+    model = small_model("extremes", "visible")
+    with torch.no_grad():
+        coefficients = model.fusion.coefficients(torch.rand(1, 1, *NET), torch.rand(1, 1, *NET))[0].numpy()
+    thermal, rgb8 = textured_pair((150, 220), seed=3)
+    if encoding == "mono8":
+        rgb8 = np.repeat(cv2.cvtColor(rgb8, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+        frame = rgb8[:, :, 0].copy()
+    else:
+        frame = cv2.cvtColor(rgb8, cv2.COLOR_RGB2RGBA if encoding == "rgba8" else cv2.COLOR_RGB2BGRA)
+    expected = fused_image(coefficients, thermal, rgb8, chroma="visible", net_size=NET, head="extremes")
+    assert np.array_equal(fused_image(coefficients, thermal, frame, color_encoding=encoding, chroma="visible",
+                                      net_size=NET, head="extremes"), expected)
