@@ -175,7 +175,7 @@ def fused_chroma(cbcr: torch.Tensor, vis_y: torch.Tensor, fused_y: torch.Tensor,
     the dark is not trusted). All of it at the block resolution: applied to a camera-size frame
     (fusion_ros.fusion_map) it costs one small image and one upsampling.
     """
-    pooled = F.avg_pool2d(torch.cat([cbcr - 0.5, vis_y, fused_y], dim=1), block, ceil_mode=True)
+    pooled = block_mean(torch.cat([cbcr - 0.5, vis_y, fused_y], dim=1), block)
     trust = (pooled[:, 2:3] / pooled[:, 3:4].clamp_min(1e-3)).clamp(max=1.0)
     offset = F.interpolate(pooled[:, 0:2] * trust, size=cbcr.shape[-2:], mode="bilinear", align_corners=False)
     return 0.5 + offset
@@ -221,7 +221,6 @@ class FusionNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(conv3x3(2, cfg.stem_channels), nn.PReLU(cfg.stem_channels))
         body_pool = cfg.body_stride // cfg.stride  # the stem already runs at 1/stride
-        self.pool = nn.AvgPool2d(body_pool, ceil_mode=True) if body_pool > 1 else nn.Identity()
         self.body = nn.Sequential(
             conv3x3(cfg.stem_channels, cfg.width),
             nn.PReLU(cfg.width),
@@ -251,11 +250,13 @@ class FusionNet(nn.Module):
     def _head(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
         sources = torch.cat([ir, vis_y], dim=1)
         if self.stride > 1:
-            sources = F.avg_pool2d(sources, self.stride, ceil_mode=True)
+            sources = block_mean(sources, self.stride)
         stem = self.stem(sources)
-        body = self.body(self.pool(stem))
         if self.body_pool > 1:
-            body = F.interpolate(body, size=stem.shape[-2:], mode="bilinear", align_corners=False)
+            body = F.interpolate(self.body(block_mean(stem, self.body_pool)), size=stem.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        else:
+            body = self.body(stem)
         return self.head(torch.cat([stem, body], dim=1))
 
     def coefficients(self, ir: torch.Tensor, vis_y: torch.Tensor) -> torch.Tensor:
@@ -302,11 +303,20 @@ def stretched_max_map(ir: torch.Tensor, vis_y: torch.Tensor, stride: int, local:
     i.e. a = g·l, b = 0 and a smooth offset c. Only the offset depends on the images, at the map's size."""
     brightest = torch.maximum(ir, vis_y)
     if stride > 1:
-        brightest = F.avg_pool2d(brightest, stride, ceil_mode=True)
+        brightest = block_mean(brightest, stride)
     mean_local = _box_mean(_box_mean(brightest, window, 3), window, 2)
     mean = brightest.mean(dim=(2, 3), keepdim=True)
     offset = overall * (1.0 - local) * mean_local + (1.0 - overall) * mean
     return torch.cat([torch.full_like(offset, overall * local), torch.zeros_like(offset), offset], dim=1)
+
+
+def block_mean(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Means over block x block tiles, a partial tile at an edge whose size is not a multiple of the block
+    (avg_pool2d's ceil mode). Where the size is known (eager, a fixed-size export) and a multiple, the floor
+    mode gives the same means, and ONNX Runtime runs it 3x faster (0.47 vs 1.46 ms, 4 x 480 x 640)."""
+    height, width = x.shape[-2:]
+    whole = isinstance(height, int) and isinstance(width, int) and height % block == 0 and width % block == 0
+    return F.avg_pool2d(x, block, ceil_mode=not whole)
 
 
 def _box_mean(x: torch.Tensor, window: int, dim: int) -> torch.Tensor:

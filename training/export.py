@@ -48,9 +48,10 @@ OUTPUT_LAYOUT = {
     "centerness": "(B, N, 1) centerness logits; score = sqrt(sigmoid(cls_logits) * sigmoid(centerness))",
     "seg_logits": "(B, C, H, W) segmentation logits (C = len(seg_classes)); argmax -> class id",
     FUSION_MAP_OUTPUT: (
-        "(B, 3, h, w) coefficients (a, b, c) of the fused luminance Y = clamp(a*IR + b*Y_visible + c, 0, 1), "
-        "at 1/fusion.stride of the input size; bilinearly upsampled they fuse the cameras at any resolution "
-        "(fusion_ros.fusion_map); only models with a map head (fusion.output blend or affine) have it"
+        "(B, 3, h, w) coefficients (a, b, c) of the fused luminance Y = clamp(a*IR + b*Y_visible + c, 0, 1) "
+        "(extremes head: a*max(IR, Y_visible) + b*min(IR, Y_visible) + c), at 1/fusion.stride of the input size; "
+        "bilinearly upsampled they fuse the cameras at any resolution (fusion_ros.fusion_map); only models with a "
+        "map head (fusion.output blend, affine or extremes) have it"
     ),
     "points": (
         "N = sum over strides (8, 16, 32) of ceil(H/s)*ceil(W/s); point centres and order are "
