@@ -44,3 +44,17 @@ def test_bad_rounds_and_a_missing_baseline_are_clear_errors(tmp_path, capsys):
             raise AssertionError(f"{argv} was accepted")
         assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_engine_ab_alternates_the_models_in_one_process_and_rates_them_against_the_baseline(capsys):
+    """benchmarks/engine_ab.py on the bundled ONNX model as both model and baseline: one row each, the model's
+    ratio over the baseline's throughput (the same file: near 1x), the baseline's row without a ratio."""
+    spec = importlib.util.spec_from_file_location("engine_ab", Path(__file__).resolve().parents[1] / "benchmarks" / "engine_ab.py")
+    engine_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine_ab)
+    model = str(Path(__file__).resolve().parents[1] / "fusion_ros" / "models" / "default.onnx")
+    engine_ab.main([model, "--baseline", model, "--calls", "3", "--frame", "320x240", "--threads", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {model} |")]
+    assert len(rows) == 2
+    ratio = float(rows[0].split("|")[-2].strip().rstrip("x"))
+    assert 0.3 < ratio < 3.0 and rows[1].split("|")[-2].strip() == ""
