@@ -487,3 +487,34 @@ def test_rescale_augmentation_keeps_boxes_on_their_objects():
     for bad in ([1.5, 0.75], [0, 1], "big", [1.0]):
         with pytest.raises(ValueError, match="data.scale"):
             _scale_range(bad)
+
+
+def test_exposure_jitter_scales_intensities_within_its_bounds_and_leaves_geometry_alone():
+    """data.photometric: the visible frame by a gain and a gamma, the thermal one by a gain, each within
+    [1/(1+s), 1+s] (thermal s/2), drawn per sample from the sample's generator; boxes, masks and sizes
+    unchanged; strength 0 leaves the sample as it was."""
+    from training.data import Augment, augment
+
+    rng = np.random.default_rng(0)
+    sample = {"thermal": torch.from_numpy(rng.uniform(0.2, 0.6, (1, 30, 40)).astype(np.float32)),
+              "rgb": torch.from_numpy(rng.uniform(0.2, 0.6, (3, 30, 40)).astype(np.float32)), "mask": None,
+              "boxes": torch.tensor([[4.0, 5.0, 20.0, 25.0]]), "labels": torch.tensor([2]), "name": "a"}
+    strength = 0.4
+    thermal_gains, changed = [], 0
+    for seed in range(30):
+        out = augment(sample, Augment(hflip=False, photometric=strength), np.random.default_rng(seed))
+        assert torch.equal(out["boxes"], sample["boxes"]) and out["rgb"].shape == sample["rgb"].shape
+        ratio = out["thermal"] / sample["thermal"]
+        assert float(ratio.max() - ratio.min()) < 1e-5  # one gain over the frame
+        thermal_gains.append(float(ratio.mean()))
+        # the visible frame: gain * x ** gamma, gamma and gain in [1/(1+s), 1+s]
+        low = (sample["rgb"] ** (1 + strength)) / (1 + strength)
+        high = (sample["rgb"] ** (1 / (1 + strength)) * (1 + strength)).clamp(max=1.0)
+        assert bool(((out["rgb"] >= low - 1e-5) & (out["rgb"] <= high + 1e-5)).all())
+        changed += not torch.allclose(out["rgb"], sample["rgb"])
+        again = augment(sample, Augment(hflip=False, photometric=strength), np.random.default_rng(seed))
+        assert torch.equal(again["rgb"], out["rgb"]) and torch.equal(again["thermal"], out["thermal"])
+    assert 1 / (1 + strength / 2) - 1e-6 <= min(thermal_gains) < 0.97 and 1.03 < max(thermal_gains) <= 1 + strength / 2 + 1e-6
+    assert changed == 30
+    plain = augment(sample, Augment(hflip=False), np.random.default_rng(0))
+    assert torch.equal(plain["rgb"], sample["rgb"]) and torch.equal(plain["thermal"], sample["thermal"])

@@ -37,6 +37,10 @@ class Augment:
     # (low, high): rescale the whole frame by a factor drawn log-uniformly from this range before the crop,
     # so the detector sees each object at more sizes than the camera's one (never below the crop's size)
     scale: tuple[float, float] | None = None
+    # exposure jitter of strength s (0: none): the visible frame scaled by a gain in [1/(1+s), 1+s] and raised
+    # to a gamma in the same range, the thermal frame by a gain in [1/(1+s/2), 1+s/2] (log-uniform), so the
+    # detector meets each scene at more exposures than the drive's one (night frames vary most)
+    photometric: float = 0.0
 
 
 def rescale(sample: dict, factor: float) -> dict:
@@ -54,7 +58,7 @@ def rescale(sample: dict, factor: float) -> dict:
 
 
 def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
-    """Random rescale + crop + flip, identical for thermal, rgb, mask and boxes."""
+    """Random rescale + crop + flip, identical for thermal, rgb, mask and boxes; then the exposure jitter."""
     if aug.scale is not None:
         height, width = sample["thermal"].shape[-2:]
         low = max(aug.scale[0], *(c / n for c, n in zip(aug.crop or (0, 0), (height, width))))
@@ -79,6 +83,11 @@ def augment(sample: dict, aug: Augment, rng: np.random.Generator) -> dict:
         thermal, rgb = thermal.flip(-1), rgb.flip(-1)
         mask = None if mask is None else mask.flip(-1)
         boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+    if aug.photometric > 0:
+        gain, gamma, thermal_gain = (math.exp(rng.uniform(-math.log1p(s), math.log1p(s)))
+                                     for s in (aug.photometric, aug.photometric, aug.photometric / 2))
+        rgb = (rgb.clamp(0.0, 1.0) ** gamma * gain).clamp(0.0, 1.0)
+        thermal = (thermal * thermal_gain).clamp(0.0, 1.0)
     return {**sample, "thermal": thermal.contiguous(), "rgb": rgb.contiguous(), "mask": mask, "boxes": boxes, "labels": labels}
 
 
@@ -201,11 +210,12 @@ def build_dataset(cfg: dict, split: str, thermal_range, classes=None) -> Dataset
     kind: layout, m3fd, llvip, msrs, fmb, mfnet, folder — real pairs under `root` (training/datasets.py has
     the folder layouts, the resizing and the split rules). `classes` (a ClassConfig or class YAML path; the
     trainer's list) sets the class names those datasets' labels are read against.
-    Train and held-out samples get the random rescale/crop/flip (`scale`, `crop`, `hflip`); val/test are returned as read.
+    Train and held-out samples get the random rescale/crop/flip (`scale`, `crop`, `hflip`) and exposure jitter
+    (`photometric`); val/test are returned as read.
     """
     kind = cfg.get("kind", "synthetic")
     aug = Augment(crop=tuple(cfg["crop"]) if cfg.get("crop") else None, hflip=cfg.get("hflip", True),
-                  scale=_scale_range(cfg.get("scale")))
+                  scale=_scale_range(cfg.get("scale")), photometric=float(cfg.get("photometric", 0.0)))
     if kind == "synthetic":
         seeds = {"train": cfg["seed"], "heldout": cfg["seed"] + 1, "val": cfg["seed"] + 2}
         sizes = {"train": cfg["train_size"], "heldout": cfg["heldout_size"], "val": cfg["val_size"]}
