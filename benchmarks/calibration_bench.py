@@ -84,7 +84,8 @@ def run_one(block, thermal_source, rig) -> dict:
     record = {"seconds": time.perf_counter() - start, "refused": refused,
               "thermal": f"{rig.thermal_wh[0]}x{rig.thermal_wh[1]}"}
     if result is not None:
-        record.update(residual=result.halves_px, agree=f"{result.frames_agreeing}/{result.frames}",
+        record.update(residual=result.halves_px, regional=result.regional_px,
+                      agree=f"{result.frames_agreeing}/{result.frames}",
                       null_ratio=result.null_ratio, homography=result.homography.tolist(),
                       error=corner_distance(result.homography, rig.truth, rig.thermal_wh))
     return record

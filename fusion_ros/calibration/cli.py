@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scene mode: thermal horizontal field of view / RGB's, range searched (default %(default)s)")
     p.add_argument("--max-rotation", type=float, default=SceneOptions.max_rotation_deg, metavar="DEG",
                    help="scene mode: largest roll between the cameras searched (default %(default)s)")
+    p.add_argument("--max-regional", type=float, default=SceneOptions.max_regional_px, metavar="PX",
+                   help="largest median shift of the view's regions beyond the fitted homography accepted (RGB "
+                        f"pixels at 640 px width; default {SceneOptions.max_regional_px}): larger means the cameras "
+                        "follow no one homography")
     p.add_argument("--out", required=True, metavar="FILE", help="parameter file to write (ROS params YAML)")
     p.add_argument("--check", metavar="PNG", help="also write thermal outlines over RGB frames, before and after")
     return p
@@ -79,12 +83,14 @@ def _calibrate(args, pairs: FramePairs) -> tuple:
             f"target {args.target} in {result.frames} of {len(pairs.rgb)} frame pairs, {result.points} points "
             f"covering {result.coverage:.0%} of the thermal frame",
             f"residual {result.rms_px:.2f} px RMS (RGB pixels){halves}"]
-    options = SceneOptions(fov_ratio=tuple(args.fov_ratio), max_rotation_deg=args.max_rotation)
+    options = SceneOptions(fov_ratio=tuple(args.fov_ratio), max_rotation_deg=args.max_rotation,
+                           max_regional_px=args.max_regional)
     result = calibrate_scene(pairs.thermal, pairs.rgb, options)
     return result.homography, [
         f"scene content of {result.frames} frame pairs; {result.frames_agreeing} agree on their own",
         f"residual {result.halves_px:.2f} px: the two halves of the frames, fitted apart, put the thermal corners "
         "this far apart (RGB pixels)",
+        f"regions of the view, each aligned on its own, a median {result.regional_px:.2f} px from the fit",
         f"confidence {result.confidence:.2f}: match {result.null_ratio:.1f}x the mirrored-scene null, "
         f"{result.seconds:.0f} s"]
 

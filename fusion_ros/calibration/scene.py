@@ -63,6 +63,9 @@ class SceneOptions:
     min_frames: frames with structure in both images needed. max_halves_px: largest disagreement (RGB pixels at
         the thermal corners, for a 640 px wide RGB frame; scaled with the width) of the two halves' fits accepted. min_null_ratio: how much better than the
         mirrored null the match must be. min_agreeing: share of frames that must agree on their own.
+        max_regional_px: largest median (over the regions of the view) of each region's own shift beyond the fit
+        accepted (RGB pixels at 640 px width): where the cameras' images follow no one homography (lens distortion,
+        parallax) the fit is a compromise that misplaces parts of the view, and its corners can be far off.
     """
 
     fov_ratio: tuple[float, float] = (0.5, 1.25)
@@ -71,6 +74,7 @@ class SceneOptions:
     max_halves_px: float = 5.0
     min_null_ratio: float = 1.5
     min_agreeing: float = 0.5
+    max_regional_px: float = 0.4
 
 
 @dataclass
@@ -85,6 +89,7 @@ class SceneCalibration:
     frames_agreeing: int  # frames whose own best alignment is within AGREE_PX of the joint one
     match: float  # feature cosine of the joint fit at the search grid
     null: float  # the same for the mirrored null
+    regional_px: float  # median over the view's regions of each one's own best shift beyond the fit (RGB pixels)
     seconds: float
 
     @property
@@ -111,11 +116,20 @@ class SceneCalibration:
             found.append(f"the two halves of the frames, fitted apart, put the thermal corners {self.halves_px:.1f} px "
                          f"apart (limit {limit:.1f}): too little structure, or structure only in part of the view; "
                          "record more varied scenes, or use a target")
+        limit = options.max_regional_px * self.rgb_wh[0] / 640.0
+        if self.regional_px > limit:
+            found.append(f"the regions of the view, each aligned on its own, sit a median {self.regional_px:.1f} px "
+                         f"from the best homography (limit {limit:.1f}): the cameras' images are not related by one "
+                         "homography (lens distortion or parallax), so any homography misplaces parts of the view; "
+                         "calibrate with a target, or accept the compromise with --max-regional")
         return found
 
 
 AGREE_PX = 3.0  # a frame agrees when its own translation optimum is this close (RGB pixels)
 AGREE_WINDOW = 12  # working pixels searched around the joint fit for a frame's own optimum
+REGION_GRID = (3, 4)  # rows x columns of regions whose own shift beyond the fit is measured
+REGION_RADIUS_PX = 6.0  # RGB pixels searched around the fit for a region's own optimum
+REGION_MIN_VALID = 0.5  # share of a region inside the thermal frame for it to count
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -526,8 +540,9 @@ def calibrate_scene(thermal_frames: list[np.ndarray], rgb_frames: list[np.ndarra
     halves = max(corner_distance(fits[a][0], fits[b][0], thermal.size_wh)
                  for a, b in (("first", "second"), ("all", "first"), ("all", "second")))
     agreeing = _agreeing_frames(thermal, finer[-1], homography, frames)
+    regional = _regional_shift(thermal, finer[-1], homography, frames)
     result = SceneCalibration(homography, thermal.size_wh, (rgb_w, grays[0].shape[0]), halves, len(frames), agreeing, match, null_score,
-                              time.perf_counter() - start)
+                              regional, time.perf_counter() - start)
     problems = result.problems(options)
     if problems:
         raise CalibrationRefused("; ".join(problems), result)
@@ -552,3 +567,39 @@ def _agreeing_frames(thermal: ThermalStack, level: RgbLevel, h: np.ndarray, fram
         if math.hypot(shifts[ix], shifts[iy]) / level.scale <= AGREE_PX:
             agree += 1
     return agree
+
+
+def _regional_shift(thermal: ThermalStack, level: RgbLevel, h: np.ndarray, frames: list[int]) -> float:
+    """The median over a REGION_GRID of regions of how far (RGB pixels) each region's own best shift of the
+    fitted thermal features, summed over all frames, lies from the fit (sub-pixel, by a parabola through the
+    peak). About 0.01-0.07 px on frames rendered from the RGB ones; 1-2 px on msrs_det pairs, whose
+    registration no homography follows (docs/calibration.md)."""
+    warped, valid = thermal.features(level.to_work @ h, level.size_wh, frames)
+    rgb = level.features[frames] * valid
+    radius = max(1, math.ceil(REGION_RADIUS_PX * level.scale))
+    width, height = level.size_wh
+    ys = np.linspace(radius, height - radius, REGION_GRID[0] + 1).astype(int)
+    xs = np.linspace(radius, width - radius, REGION_GRID[1] + 1).astype(int)
+    shifts = []
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            if valid[y0:y1, x0:x1].mean() < REGION_MIN_VALID:
+                continue
+            score = np.zeros((2 * radius + 1, 2 * radius + 1), np.float64)
+            for f in range(len(frames)):
+                for c in range(2):
+                    score += cv2.matchTemplate(rgb[f, c, y0 - radius:y1 + radius, x0 - radius:x1 + radius],
+                                               np.ascontiguousarray(warped[f, c, y0:y1, x0:x1]), cv2.TM_CCORR)
+            iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
+            dy = iy + _parabola_offset(score[max(iy - 1, 0):iy + 2, ix], iy) - radius
+            dx = ix + _parabola_offset(score[iy, max(ix - 1, 0):ix + 2], ix) - radius
+            shifts.append(math.hypot(dx, dy) / level.scale)
+    return float(np.median(shifts)) if shifts else 0.0
+
+
+def _parabola_offset(values: np.ndarray, index: int) -> float:
+    """Sub-sample offset of a peak from the parabola through it and its two neighbours (0 at an edge)."""
+    if index == 0 or len(values) < 3:
+        return 0.0
+    curvature = values[0] - 2.0 * values[1] + values[2]
+    return float(0.5 * (values[0] - values[2]) / curvature) if curvature < 0 else 0.0
