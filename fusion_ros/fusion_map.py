@@ -34,8 +34,9 @@ from .preprocess import FUSED_ENCODINGS, resize_image
 CHROMA_BLOCK = 4  # model.fused_chroma's block, in network pixels
 MAP_HEADS = ("blend", "affine", "extremes")  # the fusion heads whose coefficient map this applies
 _SWAPPED = {"rgb8": False, "bgr8": True}  # the colour orders the kernels read and write (others: via rgb8)
-# numba's default threading layer (workqueue) runs one parallel kernel at a time in a process: callers on
-# several threads (a node's callbacks, an evaluator's workers) take turns here instead of aborting it
+# numba's workqueue threading layer (its fallback where no OpenMP or TBB runtime is found) runs one parallel
+# kernel at a time in a process: callers on several threads (a node's callbacks, an evaluator's workers) take
+# turns here instead of aborting it
 _kernel_lock = threading.Lock()
 
 
