@@ -34,6 +34,7 @@ from .preprocess import FUSED_ENCODINGS, resize_image
 CHROMA_BLOCK = 4  # model.fused_chroma's block, in network pixels
 MAP_HEADS = ("blend", "affine", "extremes")  # the fusion heads whose coefficient map this applies
 _SWAPPED = {"rgb8": False, "bgr8": True}  # the colour orders the kernels read and write (others: via rgb8)
+_TO_GREY = {"rgb8": cv2.COLOR_RGB2GRAY, "bgr8": cv2.COLOR_BGR2GRAY}
 # numba's workqueue threading layer (its fallback where no OpenMP or TBB runtime is found) runs one parallel
 # kernel at a time in a process: callers on several threads (a node's callbacks, an evaluator's workers) take
 # turns here instead of aborting it
@@ -245,8 +246,7 @@ def fused_image(
             _visible_colour_kernel(np.ascontiguousarray(color), _SWAPPED[color_encoding], thermal, wide, rows_a,
                                    rows_b, weights, head == "extremes", _SWAPPED[encoding], out)
         return out
-    vis_y8 = cv2.cvtColor(to_rgb8(color, color_encoding), cv2.COLOR_RGB2GRAY,
-                          dst=_scratch.get("vis_y8", (height, width), np.uint8))
+    vis_y8 = cv2.cvtColor(color, _TO_GREY[color_encoding], dst=_scratch.get("vis_y8", (height, width), np.uint8))
     fused_y8 = fuse_luminance(coefficients, thermal, vis_y8, head)
     # the model's rule at the network size: block means of the colour, faded by mean visible Y / mean fused Y
     # where the fused image is brighter; Cb/Cr and Y are linear in RGB, so their block means come from the
