@@ -591,15 +591,17 @@ def _regional_shift(thermal: ThermalStack, level: RgbLevel, h: np.ndarray, frame
                     score += cv2.matchTemplate(rgb[f, c, y0 - radius:y1 + radius, x0 - radius:x1 + radius],
                                                np.ascontiguousarray(warped[f, c, y0:y1, x0:x1]), cv2.TM_CCORR)
             iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
-            dy = iy + _parabola_offset(score[max(iy - 1, 0):iy + 2, ix], iy) - radius
-            dx = ix + _parabola_offset(score[iy, max(ix - 1, 0):ix + 2], ix) - radius
+            dy = iy + _parabola_offset(score[:, ix], iy) - radius
+            dx = ix + _parabola_offset(score[iy], ix) - radius
             shifts.append(math.hypot(dx, dy) / level.scale)
     return float(np.median(shifts)) if shifts else 0.0
 
 
-def _parabola_offset(values: np.ndarray, index: int) -> float:
-    """Sub-sample offset of a peak from the parabola through it and its two neighbours (0 at an edge)."""
-    if index == 0 or len(values) < 3:
+def _parabola_offset(line: np.ndarray, peak: int) -> float:
+    """Sub-sample offset of the peak of ``line`` from the parabola through it and its two neighbours (0 at an
+    end of the line)."""
+    if peak == 0 or peak == len(line) - 1:
         return 0.0
-    curvature = values[0] - 2.0 * values[1] + values[2]
-    return float(0.5 * (values[0] - values[2]) / curvature) if curvature < 0 else 0.0
+    before, at, after = line[peak - 1:peak + 2]
+    curvature = before - 2.0 * at + after
+    return float(0.5 * (before - after) / curvature) if curvature < 0 else 0.0
