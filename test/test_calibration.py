@@ -217,6 +217,12 @@ def test_bag_without_the_thermal_topic_is_named(tmp_path, capsys):
     assert "thermal topic '/flir/image_raw' is not in" in err and "/cam/image_raw" in err
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_regional_limit_that_is_not_a_positive_number_is_named(tmp_path, capsys, value):
+    assert main(["--pairs", str(tmp_path), "--out", str(tmp_path / "r.yaml"), "--max-regional", value]) == EXIT_BAD_INPUT
+    assert "--max-regional needs a positive number of pixels" in capsys.readouterr().err
+
+
 @needs_msrs
 def test_bag_pairs_come_through_the_node_synchroniser(tmp_path):
     from fusion_ros.bag.reader import IMAGE, BagWriter, image_message

@@ -100,6 +100,10 @@ def main(argv=None) -> int:
     if args.fov_ratio[0] <= 0 or args.fov_ratio[1] < args.fov_ratio[0]:
         print(f"{PROG}: error: --fov-ratio needs 0 < LOW <= HIGH, got {args.fov_ratio}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not args.max_regional > 0:  # also NaN
+        print(f"{PROG}: error: --max-regional needs a positive number of pixels, got {args.max_regional}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         pairs = _read(args)
     except CalibrationInputError as exc:
