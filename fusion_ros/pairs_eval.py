@@ -7,7 +7,7 @@
                       [--split all|train|heldout|val] [--block 16] [--gap 1] [--val-fraction 0.2]
                       [--heldout-fraction 0.1] [--subset NAME=REGEX ...] [--limit N]
                       [--score-threshold 0.05] [--default-threshold T] [--input-size HxW] [--threads N] [--samples 4]
-                      [--fusion-samples 10] [--out DIR] [--overwrite] [--quiet]
+                      [--error-samples 12] [--fusion-samples 10] [--out DIR] [--overwrite] [--quiet]
 
 The folder is read by fusion_ros.labelled_pairs (layouts, label formats, class mapping and box checks
 there). Class names are mapped into the model's own class list (``engine.info.det_classes``), so labels
@@ -32,8 +32,11 @@ node would output at that threshold (unless the per-image caps bind).
 Outputs in --out (default ./pairs_eval):
   metrics.json   dataset (format, classes, boxes, split, dropped boxes), model, counts, latency p50/p95/p99
                  per stage (read, engine.pre/infer/post from the Perception timings, engine, total), mAP
-                 overall and per class, the operating point, the same per subset, fusion metrics (mean
+                 overall and per class, the operating point, the same per subset, the errors at the operating
+                 point (counted by kind, the first 200 of each listed with pair and box), fusion metrics (mean
                  over a sample of pairs), warnings
+  errors.png     what went wrong at the operating point: the most confident false positives and missed labels
+                 on both cameras, each with its kind (fusion_ros.detection_errors; counted and listed in metrics.json)
   report.md      the numbers plus samples.png (IR | RGB with labels | fused | detections | segmentation, the
                  last only for a segmentation head trained on labels: fusion_ros.segmentation_labels),
                  pr_curve.png and latency.png
@@ -51,6 +54,7 @@ import cv2
 import numpy as np
 
 from . import segmentation_labels as seg_labels
+from .detection_errors import MATCH_IOU, detection_errors, error_tile, match_at_threshold, save_gallery
 from .labelled_pairs import (
     LabelledPairsError,
     block_split,
@@ -65,7 +69,8 @@ from .summary import fmt_num as _num, fusion_summary, fusion_table, json_safe as
 from .summary import latency_table, prepare_output_dir
 
 SPLITS = ("all", "train", "heldout", "val")
-OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png")
+OUTPUT_FILES = ("metrics.json", "report.md", "samples.png", "errors.png", "pr_curve.png", "latency.png")
+LISTED_ERRORS = 200  # errors of each kind listed in metrics.json (all are counted)
 SAMPLE_COLUMNS = (("ir", "IR"), ("rgb", "RGB + labels"), ("fused", "fused"), ("detections", "detections"),
                   ("segmentation", "segmentation"))
 LABEL_COLOR = (0, 255, 0)  # BGR: ground-truth boxes in samples.png
@@ -104,48 +109,26 @@ class PairsEvalOptions:
     threads: int = 0
     registration: str | None = None  # params file whose registration.* maps the ir/ frames onto vi/
     samples: int = 4
+    error_samples: int = 12  # of each: the most confident false positives, missed labels spread over the pairs
     fusion_samples: int = 10
     overwrite: bool = False
     progress: bool = True
 
 
 # ------------------------------------------------------------------------------------------- metrics
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def operating_point(predictions, ground_truth, class_names, threshold: float, iou: float = 0.5) -> dict:
+def operating_point(predictions, ground_truth, class_names, threshold: float, iou: float = MATCH_IOU) -> dict:
     """Boxes at or above ``threshold`` against the labels: per class and overall, boxes, labelled objects,
-    boxes per object, true positives (greedy in score order, one label per box, IoU >= ``iou``), precision
-    and recall. predictions[i] = (boxes, scores, labels), ground_truth[i] = (boxes, labels)."""
+    boxes per object, true positives (``detection_errors.match_at_threshold``: greedy, score-ordered, one
+    label per box, IoU >= ``iou``), precision and recall. predictions[i] = (boxes, scores, labels),
+    ground_truth[i] = (boxes, labels)."""
     k = len(class_names)
     boxes_n, gt_n, tp_n = np.zeros(k, np.int64), np.zeros(k, np.int64), np.zeros(k, np.int64)
-    for (pb, ps, pl), (gb, gl) in zip(predictions, ground_truth):
-        pb, ps, pl = np.asarray(pb, np.float64).reshape(-1, 4), np.asarray(ps, np.float64), np.asarray(pl, np.int64)
-        gb, gl = np.asarray(gb, np.float64).reshape(-1, 4), np.asarray(gl, np.int64)
-        keep = ps >= threshold
-        pb, ps, pl = pb[keep], ps[keep], pl[keep]
-        np.add.at(boxes_n, pl, 1)
-        np.add.at(gt_n, gl, 1)
-        for c in np.unique(pl):
-            p_idx = np.flatnonzero(pl == c)
-            g_idx = np.flatnonzero(gl == c)
-            if not len(g_idx):
-                continue
-            p_idx = p_idx[np.argsort(-ps[p_idx], kind="stable")]
-            ious = _iou(pb[p_idx], gb[g_idx])
-            used = np.zeros(len(g_idx), bool)
-            for row in ious:
-                row = np.where(used, -1.0, row)
-                j = int(np.argmax(row))
-                if row[j] >= iou:
-                    used[j] = True
-                    tp_n[c] += 1
+    for prediction, truth in zip(predictions, ground_truth):
+        labels, truth_labels = np.asarray(prediction[2], np.int64), np.asarray(truth[1], np.int64)
+        match = match_at_threshold(prediction, truth, threshold, iou)
+        np.add.at(boxes_n, labels[match.kept], 1)
+        np.add.at(gt_n, truth_labels, 1)
+        np.add.at(tp_n, truth_labels[match.matched], 1)
 
     def entry(boxes: int, gt: int, tp: int) -> dict:
         return {"boxes": int(boxes), "labelled": int(gt), "true_positives": int(tp),
@@ -252,6 +235,8 @@ def evaluate_pairs(opts: PairsEvalOptions) -> dict:
         raise PairsEvalError(f"--split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
     if opts.limit is not None and opts.limit < 1:
         raise PairsEvalError(f"--limit must be >= 1, got {opts.limit}")
+    if opts.error_samples < 0:
+        raise PairsEvalError(f"--error-samples must be >= 0, got {opts.error_samples}")
     if not 0.0 <= opts.score_threshold <= 1.0:
         raise PairsEvalError(f"--score-threshold must be in [0, 1], got {opts.score_threshold}")
     node = core.validate_params({})  # the node's defaults: threshold, NMS IoU, detections per frame
@@ -393,12 +378,15 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     by_name = {p.name: p for p in pairs}
     done = [name for name in selected if name in predictions]
 
+    def truth(names_):
+        return [(by_name[x].boxes.astype(np.float64), by_name[x].labels) for x in names_]
+
     def score(names_):
-        preds = [predictions[x] for x in names_]
-        gts = [(by_name[x].boxes.astype(np.float64), by_name[x].labels) for x in names_]
-        return detection_metrics(preds, gts, det_names, default_threshold, max_detections)
+        return detection_metrics([predictions[x] for x in names_], truth(names_), det_names, default_threshold,
+                                 max_detections)
 
     detection, report = score(done)
+    errors = detection_errors([predictions[x] for x in done], truth(done), done, det_names, default_threshold)
     if detection.get("skipped"):
         warnings.append(f"mAP not computed: {detection['skipped']}")
     subset_metrics = {}
@@ -434,6 +422,8 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
         "latency_ms": {k: _stats(v) for k, v in timings.items()},
         "throughput": {"wall_s": wall_s, "pairs_per_s": len(done) / wall_s if wall_s > 0 else None},
         "detection": detection,
+        "errors": {**errors, "false_positives": errors["false_positives"][:LISTED_ERRORS],
+                   "missed": errors["missed"][:LISTED_ERRORS]},
         "subsets": subset_metrics,
         "fusion_metrics": fusion_summary(fusion_rows),
         "warnings": warnings,
@@ -446,6 +436,10 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     if samples:
         pictures["samples"] = report_mod.save_sample_grid(
             samples, out / "samples.png", columns=report_mod.sample_columns(segmentation_trained, SAMPLE_COLUMNS))
+    tiles = _error_tiles(errors, by_name, opts.error_samples, thermal_range, registration.registration)
+    if tiles:
+        save_gallery(tiles, out / "errors.png")
+        pictures["errors"] = out / "errors.png"
     if report is not None:
         from .metrics import plot_pr_curves
 
@@ -456,6 +450,28 @@ def _evaluate(opts: PairsEvalOptions, engine, model_path: Path, root: Path, defa
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(metrics, out / "report.md")
     return metrics
+
+
+def _error_tiles(errors: dict, by_name: dict, count: int, thermal_range, registration) -> list:
+    """Gallery tiles: the ``count`` most confident false positives, then ``count`` missed labels spread over
+    the pairs; the pairs' images read again (they are not kept during the run)."""
+    missed = errors["missed"]
+    chosen = errors["false_positives"][:count] + [
+        missed[i] for i in sorted(set(np.linspace(0, len(missed) - 1, min(count, len(missed))).round().astype(int)))]
+    tiles, images = [], {}
+    for entry in chosen:
+        pair = by_name[entry["pair"]]
+        if entry["pair"] not in images:
+            ir, rgb = load_pair_images(pair)
+            ir_8bit = ir_view(ir, rgb.shape[:2], thermal_range, registration)
+            images[entry["pair"]] = (cv2.cvtColor(ir_8bit, cv2.COLOR_GRAY2BGR) if ir_8bit.ndim == 2 else ir_8bit,
+                                     cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if "score" in entry:
+            caption = f"{entry['pair']}: {entry['class']} {entry['score']:.2f}, {entry['kind']}"
+        else:
+            caption = f"{entry['pair']}: missed {entry['class']}, {entry['kind']}"
+        tiles.append(error_tile(*images[entry["pair"]], pair.boxes.tolist(), entry["box"], caption))
+    return tiles
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -516,6 +532,7 @@ def write_report(metrics: dict, path: str | Path) -> Path:
         lines.append("")
     elif det.get("skipped"):
         lines += [f"mAP not computed: {det['skipped']}", ""]
+    lines += _error_lines(m)
     if "pr_curve" in m.get("pictures", {}):
         lines += [f"![PR curves]({m['pictures']['pr_curve']})", ""]
 
@@ -533,6 +550,22 @@ def write_report(metrics: dict, path: str | Path) -> Path:
         lines += ["## Warnings", ""] + [f"- {w}" for w in m["warnings"]] + [""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _error_lines(m: dict) -> list[str]:
+    """The errors section: counts by kind (fusion_ros.detection_errors) and the gallery."""
+    counts = m["errors"]["counts"]
+    kinds = lambda c: ", ".join(f"{k} {v}" for k, v in c.items() if k != "total")  # noqa: E731
+    lines = ["## Errors at the operating point", "",
+             f"At score >= {m['errors']['score_threshold']:g}, IoU {m['errors']['iou']:g} "
+             "(kinds: fusion_ros/detection_errors.py):", "",
+             f"- false positives: **{counts['false_positives']['total']}** ({kinds(counts['false_positives'])}); "
+             "`background` is a false alarm or an object the labels leave out",
+             f"- missed labels: **{counts['missed']['total']}** ({kinds(counts['missed'])})", ""]
+    if "errors" in m.get("pictures", {}):
+        lines += ["The most confident false positives, then missed labels spread over the pairs: IR | visible, "
+                  "labels green, the box in question red.", "", f"![errors]({m['pictures']['errors']})", ""]
+    return lines
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -612,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registration", metavar="FILE", help="params file with the registration.* that maps the ir/ "
                    "images onto the vi/ ones (fusion-calibrate's output); default: the pairs are registered")
     p.add_argument("--samples", type=int, default=4, help="pairs in samples.png (default 4)")
+    p.add_argument("--error-samples", type=int, default=12,
+                   help="most confident false positives and missed labels each in errors.png (default 12; 0: none)")
     p.add_argument("--fusion-samples", type=int, default=10, help="pairs the fusion metrics average (default 10)")
     p.add_argument("--out", default="pairs_eval", help="output folder (default ./pairs_eval)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of a previous run in --out")
@@ -630,7 +665,7 @@ def options_from_args(args: argparse.Namespace) -> PairsEvalOptions:
         val_fraction=args.val_fraction, heldout_fraction=args.heldout_fraction, subsets=dict(args.subset),
         limit=args.limit, score_threshold=args.score_threshold, default_threshold=args.default_threshold,
         input_size=args.input_size, threads=args.threads, registration=args.registration, samples=args.samples,
-        fusion_samples=args.fusion_samples,
+        error_samples=args.error_samples, fusion_samples=args.fusion_samples,
         overwrite=args.overwrite, progress=not args.quiet)
 
 

@@ -64,10 +64,11 @@ def torch_run(folder, tmp_path_factory):
 def test_outputs_written(torch_run):
     rc, out = torch_run
     assert rc == 0
-    for name in ("metrics.json", "report.md", "samples.png", "pr_curve.png", "latency.png"):
+    for name in ("metrics.json", "report.md", "samples.png", "errors.png", "pr_curve.png", "latency.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     for needle in ("# Labelled-pairs evaluation: data", "![samples](samples.png)", "![PR curves](pr_curve.png)",
+                   "## Errors at the operating point", "![errors](errors.png)", "- missed labels: **",
                    "![latency](latency.png)", "mAP@0.5", "| day (`D$`) | 3 |", "| night (`N$`) | 2 |",
                    "| engine.infer |", "## Fusion quality", "segmentation not shown: the model's segmentation head ",
                    "**project** convention (MI in bits)"):
@@ -109,8 +110,21 @@ def test_metrics_sane(torch_run, folder):
     assert m["latency_ms"]["engine"]["p50"] <= m["latency_ms"]["total"]["p50"]
     assert m["fusion_metrics"]["frames"] == 2 and "SSIM" in m["fusion_metrics"]["mean"]
     assert m["fusion_metrics"]["convention"] == "project"  # every number names its definitions
-    assert m["pictures"] == {"samples": "samples.png", "pr_curve": "pr_curve.png", "latency": "latency.png"}
+    assert m["pictures"] == {"samples": "samples.png", "errors": "errors.png", "pr_curve": "pr_curve.png",
+                             "latency": "latency.png"}
     assert m["model"]["segmentation_labels"] in ("none", "unknown")
+    # every box at the operating point is a true positive or a false positive, every label taken or missed
+    errors = m["errors"]
+    fp, missed = errors["counts"]["false_positives"], errors["counts"]["missed"]
+    assert fp["total"] == op["boxes"] - op["true_positives"] == len(errors["false_positives"]) > 0
+    assert missed["total"] == op["labelled"] - op["true_positives"] == len(errors["missed"])
+    assert sum(v for k, v in fp.items() if k != "total") == fp["total"]
+    assert sum(v for k, v in missed.items() if k != "total") == missed["total"]
+    scores = [e["score"] for e in errors["false_positives"]]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.4
+    gallery = cv2.imread(str(out / "errors.png"))  # at most 12 + 12 tiles of 2 x 160 px, 4 a row
+    tiles = min(12, fp["total"]) + min(12, missed["total"])
+    assert gallery.shape == (160 * -(-tiles // 4), 4 * 320, 3)
 
 
 def test_a_head_trained_on_labels_gets_its_panel(folder, tmp_path):
@@ -136,7 +150,7 @@ def test_onnxruntime_split_and_limit(folder, tmp_path):
     out = tmp_path / "out"
     args = [str(folder), "--model", str(onnx), "--backend", "onnxruntime", "--threads", "1", "--split", "val",
             "--block", "1", "--gap", "0", "--val-fraction", "0.4", "--heldout-fraction", "0.2", "--limit", "1",
-            "--samples", "1", "--fusion-samples", "0", "--out", str(out), "--quiet"]
+            "--samples", "1", "--fusion-samples", "0", "--error-samples", "0", "--out", str(out), "--quiet"]
     assert pairs_eval.main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"]["backend"].startswith("onnxruntime")
@@ -144,6 +158,8 @@ def test_onnxruntime_split_and_limit(folder, tmp_path):
     assert m["pairs"]["selected"] == m["pairs"]["evaluated"] == 1 and m["dataset"]["limit"] == 1
     assert m["latency_ms"]["engine.infer"]["count"] == 1 and m["fusion_metrics"]["frames"] == 0
     assert (out / "samples.png").is_file() and (out / "report.md").is_file()
+    assert not (out / "errors.png").exists() and "errors" not in m["pictures"]  # --error-samples 0
+    assert "## Errors at the operating point" in (out / "report.md").read_text()  # still counted
     assert pairs_eval.main(args) == 2  # results already there
     assert pairs_eval.main(args + ["--overwrite"]) == 0
 
@@ -170,6 +186,8 @@ def test_errors(folder, tmp_path, capsys):
     assert rc == 2 and "cannot load the engine" in err
     rc, err = run("--score-threshold", "0.5")
     assert rc == 2 and "must not exceed the default threshold" in err
+    rc, err = run("--error-samples", "-1")
+    assert rc == 2 and "--error-samples must be >= 0" in err
     with pytest.raises(SystemExit):
         pairs_eval.build_parser().parse_args([str(folder), "--subset", "day"])
     with pytest.raises(SystemExit):
