@@ -103,7 +103,9 @@ def main(argv=None) -> int:
         run_cfg = meta.info["config"]
         trainer = Trainer(scoring_config(run_cfg), args.out / "scratch")
         trainer.model.load_state_dict(model.state_dict())
-        rows.append(score(trainer, MODE_TITLES[trainer.fusion_mode], run_cfg.get("seed", 0)))
+        soup = meta.info.get("soup")  # training.soup: the average of several seeds' weights
+        seed = f"{', '.join(str(s['seed']) for s in soup)} averaged" if soup else run_cfg.get("seed", 0)
+        rows.append(score(trainer, MODE_TITLES[trainer.fusion_mode], seed))
         print(markdown(rows[-1:], trainer.det_classes).splitlines()[-1], flush=True)
     if not rows:
         parser.error("nothing to score: give --runs and/or --zero-shot")

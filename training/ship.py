@@ -84,8 +84,7 @@ REAL_CARD = """# Model card: {name}
 - **Start**: {start}
 - **Training**: training/train.py, fusion mode `{fusion_mode}` ({mode_text}), fusion target `{target}`,
   fused colour `{chroma}`, aggregation `{aggregation}`, {steps} steps, finished {finished}.
-  Command: `python -m training.train --config {config} --fusion-mode {fusion_mode} --out {run} --seed {seed}` then
-  `python -m training.ship {run}`.
+  {commands}
   {note}
 - **Validation** (`{name}.onnx` in ONNX Runtime, as the node runs it, on the {val_pairs} val pairs; mAP@0.5 over
   {det}; `fusion-eval-pairs {root} --split val --subset day='D$' --subset night='N$'`):
@@ -111,6 +110,21 @@ FUSION_MODE_TEXT = {
 MSRS_TERMS = ("MSRS (Tang et al., PIAFusion, Information Fusion 2022) from MFNet (Ha et al., IROS 2017): published "
               "for research use, cite both; the box labels (Lele-3/MSRS-detection-label) state no licence. This "
               "model was trained on them: use it for research, or retrain it on data you may use.")
+
+
+def training_commands(meta, cfg: dict, run: Path) -> str:
+    """How the run was made: one training command, or for a soup (training.soup) one per seed and the average."""
+    train = f"python -m training.train --config {meta.info.get('config_path')} --fusion-mode " \
+            f"{meta.info.get('fusion_mode', 'bilevel')}"
+    soup = meta.info.get("soup")
+    if not soup:
+        return f"Command: `{train} --out {run} --seed {cfg.get('seed', 0)}` then `python -m training.ship {run}`."
+    seeds = [s["seed"] for s in soup]
+    scores = ", ".join(f"{s['validation']['map50']:.3f}" for s in soup if s.get("validation"))
+    return (f"The uniform average of the weights of {len(seeds)} runs of it, seeds {', '.join(map(str, seeds))} "
+            f"(training.soup; their own val mAP@0.5 at the end of training {scores}): "
+            f"`{train} --out RUN_S --seed S` for each seed, then `python -m training.soup RUN_S... --out {run}` and "
+            f"`python -m training.ship {run}`.")
 
 
 def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
@@ -147,8 +161,7 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         start=start, fusion_mode=meta.info.get("fusion_mode", "bilevel"), target=trainer.weights.target,
         mode_text=FUSION_MODE_TEXT.get(meta.info.get("fusion_mode", "bilevel"), "a fixed input image"),
         chroma=model.cfg.chroma, aggregation=trainer.sched.aggregation, steps=meta.info["steps"],
-        finished=meta.info["date"], config=meta.info.get("config_path"), run=args.run, note=args.note,
-        seed=cfg.get("seed", 0),
+        finished=meta.info["date"], commands=training_commands(meta, cfg, args.run), note=args.note,
         val_pairs=metrics["pairs"]["evaluated"], map50=_fmt(det["mAP50"]), map=_fmt(det["mAP50_95"]),
         day=_fmt(metrics["subsets"]["day"]["detection"]["mAP50"]),
         night=_fmt(metrics["subsets"]["night"]["detection"]["mAP50"]),
