@@ -46,8 +46,12 @@ def test_shipped_files_name_each_other_relative_to_their_folder(shipped, tmp_pat
     dest, _ = shipped
     sidecar = json.loads(sidecar_path(dest / "tiny.onnx").read_text())
     assert sidecar["source_model"] == {"file": "tiny.pt", "sha256": sha256_file(dest / "tiny.pt")}
-    model = json.loads((dest / "tiny.metrics.json").read_text())["validation_real_pairs"]["model"]
+    metrics = json.loads((dest / "tiny.metrics.json").read_text())["validation_real_pairs"]
+    model = metrics["model"]
     assert model["path"] == "tiny.onnx" and model["sha256"] == sha256_file(dest / "tiny.onnx")
+    # the error counts ship, their lists (boxes copied from the data's labels) stay in the run folder
+    assert set(metrics["errors"]["counts"]) == {"false_positives", "missed"}
+    assert "missed" not in metrics["errors"] and "false_positives" not in metrics["errors"]
     copied = shutil.copytree(dest, tmp_path / "elsewhere")
     assert resolve_artifacts(copied / "tiny.onnx") == {"onnxruntime": copied / "tiny.onnx", "torch": copied / "tiny.pt"}
 

@@ -141,6 +141,9 @@ def real_card(args, model, meta, cfg: dict) -> tuple[str, dict]:
         **{k: split[k] for k in ("block", "gap", "val_fraction", "heldout_fraction")}))
     # the metrics file lies beside the model: name it relative to that folder, not by this machine's path
     scored = Path(metrics["model"]["path"])
+    # the error counts ship; their lists (pair names and boxes, the missed ones copies of the data's labels,
+    # which its terms keep out of the repository) stay in the run's ship_eval/metrics.json
+    metrics["errors"] = {k: v for k, v in metrics["errors"].items() if k not in ("false_positives", "missed")}
     metrics["model"].update(path=relative_path(scored, args.dest), sha256=sha256_file(scored))
     det = metrics["detection"]
     op = det["at_default_threshold"]
