@@ -47,10 +47,12 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @dataclass
 class Match:
     """One image at one threshold: ``kept`` indexes the boxes at or above it; ``taken[j]`` is the label the
-    kept box j took (-1: none); ``matched[i]`` whether label i was taken."""
+    kept box j took (-1: none); ``matched[i]`` whether label i was taken; ``overlaps`` the IoU of every box
+    (kept or not) with every label."""
     kept: np.ndarray
     taken: np.ndarray
     matched: np.ndarray
+    overlaps: np.ndarray
 
 
 def _arrays(prediction, truth):
@@ -68,13 +70,13 @@ def match_at_threshold(prediction, truth, threshold: float, iou: float = MATCH_I
     kept = kept[np.argsort(-ps[kept], kind="stable")]
     taken = np.full(len(kept), -1, np.int64)
     matched = np.zeros(len(gl), bool)
-    overlaps = box_iou(pb[kept], gb)
+    overlaps = box_iou(pb, gb)
     for j, p in enumerate(kept):
-        row = np.where((gl == pl[p]) & ~matched, overlaps[j], -1.0)
+        row = np.where((gl == pl[p]) & ~matched, overlaps[p], -1.0)
         if len(row) and row.max() >= iou:
             taken[j] = int(np.argmax(row))
             matched[taken[j]] = True
-    return Match(kept, taken, matched)
+    return Match(kept, taken, matched, overlaps)
 
 
 def _false_positive_kind(overlap: np.ndarray, same_class: np.ndarray, matched: np.ndarray, iou: float) -> str:
@@ -106,19 +108,17 @@ def detection_errors(predictions, ground_truth, names, class_names, threshold: f
     false_positives, missed = [], []
     for name, prediction, truth in zip(names, predictions, ground_truth):
         pb, ps, pl, gb, gl = _arrays(prediction, truth)
-        match = match_at_threshold(prediction, truth, threshold, iou)
-        overlaps = box_iou(pb[match.kept], gb)
+        match = match_at_threshold((pb, ps, pl), (gb, gl), threshold, iou)
         for j, p in enumerate(match.kept):
             if match.taken[j] >= 0:
                 continue
-            row = overlaps[j]
+            row = match.overlaps[p]
             kind = _false_positive_kind(row, gl == pl[p], match.matched, iou)
             false_positives.append({"pair": name, "class": class_names[pl[p]], "score": float(ps[p]),
                                     "box": pb[p].round(1).tolist(), "kind": kind,
                                     "best_iou": float(row.max()) if len(row) else 0.0})
-        all_overlaps = box_iou(gb, pb)
         for i in np.flatnonzero(~match.matched):
-            row, same = all_overlaps[i], pl == gl[i]
+            row, same = match.overlaps[:, i], pl == gl[i]
             kind = _missed_kind(row, same, ps >= threshold, iou)
             near = same & (row >= iou)
             missed.append({"pair": name, "class": class_names[gl[i]], "box": gb[i].round(1).tolist(), "kind": kind,
