@@ -67,6 +67,32 @@ def score(trainer: Trainer, title: str, seed) -> dict:
     return row
 
 
+def seed_means(rows: list[dict], classes: list[str]) -> list[dict]:
+    """One row per input trained with two or more single seeds: the seeds' mean of every cell of the table.
+
+    The comparison between fusion modes is made on these means (one seed's val mAP moves by several points
+    with its seed); averaged-weight rows are models of their own and stay out of them.
+    """
+    def mean(cells):  # None (no label of the kind in the split) in any seed leaves the mean undefined too
+        return None if any(c is None for c in cells) else float(np.mean(cells))
+
+    means = []
+    for title in dict.fromkeys(r["input"] for r in rows):
+        seeds = [r for r in rows if r["input"] == title and isinstance(r["seed"], int)]
+        if len(seeds) < 2:
+            continue
+        row = {"input": title, "seed": f"mean of {len(seeds)} seeds"}
+        for key in ("all", "day", "night"):
+            row[key] = {"mAP50": mean([r[key]["mAP50"] for r in seeds])}
+        row["all"].update(
+            mAP50_95=mean([r["all"]["mAP50_95"] for r in seeds]),
+            per_class={c: {"AP50": mean([r["all"]["per_class"][c]["AP50"] for r in seeds])} for c in classes},
+            at_default_threshold={"boxes_per_object": mean(
+                [r["all"]["at_default_threshold"]["boxes_per_object"] for r in seeds])})
+        means.append(row)
+    return means
+
+
 def markdown(rows: list[dict], classes: list[str]) -> str:
     def f(x, digits=3):
         return "n/a" if x is None else f"{x:.{digits}f}"
@@ -111,6 +137,7 @@ def main(argv=None) -> int:
         parser.error("nothing to score: give --runs and/or --zero-shot")
     args.out.mkdir(parents=True, exist_ok=True)
     classes = list(trainer.det_classes)
+    rows += seed_means(rows, classes)
     table = markdown(rows, classes)
     (args.out / "table.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=lambda x: None if x != x else str(x)))
