@@ -4,10 +4,10 @@
     python -m training.ship runs/msrs_soup
 
 Why: the runs of one recipe start from the same COCO detector and differ only by seed (data order, crops, the
-fusion net's initialisation), so they end in one basin where their average is a model too, and a steadier one
-than a single seed: on the 45 MSRS val pairs the four seeds of config/train_msrs.yaml score mAP@0.5 0.690-0.759
-(mean 0.720) and their average 0.741, above three of the four (docs/training.md). It also ships without picking
-a seed by its val score.
+fusion net's initialisation), so they end in one basin where their average is a model too. It ships without
+picking a seed by its val score, and it can beat the seeds: on the 45 MSRS val pairs the four bi-level seeds of
+config/train_msrs.yaml score mAP@0.5 0.690-0.759 (mean 0.720) and their average 0.741, above three of the four.
+It is no sure gain: the eight two-stage seeds average to 0.695 against their mean 0.717 (docs/training.md).
 
 The runs must agree on everything but the seed (model config, classes, input size, thermal range, fusion mode,
 training config); anything else is refused with the reason, as is a run without a finished model.pt. The
